@@ -202,7 +202,7 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
             keep = (~stopped).nonzero().squeeze(1)  # (n',)
             cache.index_rows(keep)
             active, tok, stopped = active[keep], tok[keep], stopped[keep]
-        logits = model(tok[:, None], (~stopped)[:, None].long(), cache=cache)[:, -1]  # (n, V); stopped rows masked
+        logits = model.step(tok, ~stopped, cache)  # (n, V); stopped rows masked
 
     C = t + 1  # all rows may have stopped before max_new_tokens
     completion_ids, completion_mask, logprobs = out_ids[:, :C], out_mask[:, :C], out_lp[:, :C]  # (N, C) each

@@ -141,6 +141,42 @@ def test_kv_cache_matches_full_forward(tmp_path):
     assert cache.length == 10 and cache.seen.tolist() == [7, 10]
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("variant", ["fp32", "lora", "bf16"])
+def test_step_equals_forward_bit_for_bit(tmp_path, case, variant):
+    """`step` (the sampler's one-token path) computes forward with T = 1 exactly: same logits, same cache.
+
+    Rows that stopped (live False) ride along as padding, as in the sampler; with LoRA, the adapter is
+    unmerged and non-zero. bf16 runs SDPA where fp32 runs decode_attention: both paths are covered.
+    """
+    from minigrpo import add_lora
+    path, _ = tiny_qwen_dir(tmp_path / "m", **CASES[case])
+    model, _ = load_policy(path, dtype="bfloat16" if variant == "bf16" else None)
+    if variant == "lora":
+        torch.manual_seed(0)
+        add_lora(model, r=4, alpha=8)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.1)
+    ids = torch.randint(3, VOCAB, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # a left-padded prompt
+    caches = [model.new_cache(3, 12), model.new_cache(3, 12)]
+    with torch.no_grad():
+        for cache in caches:
+            model(ids, attention_mask=mask, cache=cache)
+        live = torch.tensor([True, True, True])
+        for t in range(4):
+            tok = torch.randint(3, VOCAB, (3,))
+            a = model(tok[:, None], attention_mask=live[:, None].long(), cache=caches[0])[:, -1]
+            b = model.step(tok, live, caches[1])
+            assert torch.equal(a, b), f"step {t}: max |Δ| {(a - b).abs().max()}"
+            live = live & torch.tensor([True, t != 1, True])  # row 1 stops after step 1
+    for name in ("k", "v", "valid", "seen"):
+        assert torch.equal(getattr(caches[0], name), getattr(caches[1], name)), name
+    assert caches[0].length == caches[1].length == 11
+
+
 def test_logits_to_keep(tmp_path):
     """logits_to_keep=n returns exactly the last n positions of the full logits."""
     path, _ = tiny_qwen_dir(tmp_path / "m")

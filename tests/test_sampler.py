@@ -144,17 +144,21 @@ def test_prefill_once_and_compaction(ckpt):
     model, tok, _ = ckpt
     prompts = _prompts([5, 11, 2, 8])
     eos = _eos_mid_way(model, tok, prompts, 12)
-    shapes = []
-    hook = model.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape)))
+    prefills, rows = [], []  # forward's input shapes; the batch size of each decode step
+    hook = model.register_forward_pre_hook(lambda m, args: prefills.append(tuple(args[0].shape)))
+    step = model.step
+    model.step = lambda tokens, live, cache: rows.append(len(tokens)) or step(tokens, live, cache)
     try:
         ro = generate(model, tok, prompts, num_samples=2, max_new_tokens=12, temperature=0, eos_token_ids=[eos])
         kept = generate(model, tok, prompts, num_samples=2, max_new_tokens=12, temperature=0, eos_token_ids=[eos],
                         compact=False)
     finally:
         hook.remove()
+        del model.step
     n_steps = ro.completion_ids.shape[1] - 1
-    assert shapes[0] == (4, 11) and all(s[1] == 1 for s in shapes[1:1 + n_steps])
-    rows = [s[0] for s in shapes[1:1 + n_steps]]
+    assert prefills == [(4, 11), (4, 11)] and len(rows) == n_steps + kept.completion_ids.shape[1] - 1
+    rows, rows_kept = rows[:n_steps], rows[n_steps:]
+    assert set(rows_kept) == {8}  # compact=False: stopped rows ride along
     lengths = ro.completion_mask.sum(1)  # (N,)
     for k, n in enumerate(rows):  # decode call k feeds step k's tokens: every running row, few stopped ones
         running = int((lengths > k + 1).sum())

@@ -2,10 +2,12 @@
 
 Both sample G completions for B prompts, score them with the same minigrpo reward model (wrapped
 as a TRL reward function), compute group advantages and take one LoRA update; the seconds per
-step are the median over `--steps` steps after one warm-up step. Needs `pip install trl`
-(`make setup` does not install it) and a trained embedded world (`make train-small`).
+step are the median over `--steps` steps after one warm-up step, pooled over `--rounds` rounds
+that alternate the two libraries (minigrpo, TRL, minigrpo, TRL, …) so that load from other
+processes on a shared machine falls on both alike. Needs `pip install trl` (`make setup` does not
+install it) and a trained embedded world (`make train-small`).
 
-    .venv/bin/python bench/bench_step.py --run runs/full [--steps 6]
+    .venv/bin/python bench/bench_step.py --run runs/full [--steps 6] [--rounds 3]
 """
 import argparse
 import statistics
@@ -76,6 +78,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", default="runs/full")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of both libraries")
     ap.add_argument("--prompts-per-step", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
@@ -84,10 +87,16 @@ def main():
         raise SystemExit(f"{args.run}: no trained world here; run `make train-small` first")
     torch.set_num_threads(2)
     kw = dict(steps=args.steps, B=args.prompts_per_step, G=args.group_size, C=args.max_new_tokens, lr=3e-4)
-    t_ours, len_ours = ours(args.run, **kw)
-    t_trl, len_trl = trl_step(args.run, **kw)
+    t_ours, t_trl = [], []
+    for r in range(args.rounds):
+        t, len_ours = ours(args.run, **kw)
+        t_ours += t
+        t, len_trl = trl_step(args.run, **kw)
+        t_trl += t
+        print(f"round {r + 1}: median s/step minigrpo {statistics.median(t_ours[-len(t):]):.3f}, TRL {statistics.median(t):.3f}")
     m_ours, m_trl = statistics.median(t_ours), statistics.median(t_trl)
-    print(f"B={kw['B']} prompts × G={kw['G']}, ≤{kw['C']} new tokens, LoRA r=16 on all linear layers, {args.steps} timed steps")
+    print(f"B={kw['B']} prompts × G={kw['G']}, ≤{kw['C']} new tokens, LoRA r=16 on all linear layers, "
+          f"{args.rounds} rounds × {args.steps} timed steps each")
     print(f"{'':<10}{'s/step (median)':>16}{'mean completion len':>22}")
     print(f"{'minigrpo':<10}{m_ours:>16.3f}{len_ours:>22.1f}")
     print(f"{'TRL':<10}{m_trl:>16.3f}{len_trl:>22.1f}")

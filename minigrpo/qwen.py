@@ -285,7 +285,7 @@ class Qwen(nn.Module):
         bit for bit (tests/test_qwen.py), written flat for one position: no (B, T) masks to build, no
         Block/Attention/RMSNorm module calls, RoPE angles looked up in the cache's table. On the tiny
         CPU model, where every operation is too small to hide Python and dispatch overhead, that is
-        ~15% less time per token than forward.
+        ~11% less time per token than forward (1.62 vs 1.82 ms, 32 rows, 2 threads).
         """
         cfg = self.config
         n, nh, nkv, D, eps = tokens.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from minigrpo.files import FormatError, read_json
+from minigrpo.files import FormatError, read_model_config
 
 # our name inside a block → transformers' name inside `encoder.layer.{i}.`
 HF_NAMES = {
@@ -188,12 +188,7 @@ def _num(raw, name, path, kind=int, default=None):
 
 def read_encoder_config(path):
     """(EncoderConfig, architecture) from a checkpoint directory's config.json."""
-    cfg_path = path / "config.json"
-    raw = read_json(cfg_path, "config.json (the model's configuration)")
-    archs = raw.get("architectures") or []
-    arch = next((a for a in archs if a in SUPPORTED), None)
-    if arch is None:
-        raise FormatError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(SUPPORTED)}")
+    raw, cfg_path, arch = read_model_config(path, SUPPORTED)
     if raw.get("hidden_act", "gelu") != "gelu":
         raise FormatError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'gelu'")
     if raw.get("position_embedding_type", "absolute") != "absolute":

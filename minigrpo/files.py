@@ -34,6 +34,20 @@ def read_json(path, what="JSON file"):
         raise FormatError(f"{path}: not valid JSON ({e})") from None
 
 
+def read_model_config(path, supported):
+    """(config.json as a dict, its path, its architecture) of a checkpoint directory `path`.
+
+    FormatError unless `architectures` names one of `supported` (architecture names).
+    """
+    cfg_path = Path(path) / "config.json"
+    raw = read_json(cfg_path, "config.json (the model's configuration)")
+    archs = raw.get("architectures") or []
+    arch = next((a for a in archs if a in supported), None)
+    if arch is None:
+        raise FormatError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(supported)}")
+    return raw, cfg_path, arch
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode="w", **kw):
     """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from minigrpo.files import FormatError, read_json
+from minigrpo.files import FormatError, read_json, read_model_config
 from minigrpo.qwen import Qwen, QwenConfig
 
 SUPPORTED = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
@@ -38,12 +38,7 @@ def load_config(path):
     path = Path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: checkpoint directory not found")
-    cfg_path = path / "config.json"
-    raw = read_json(cfg_path, "config.json (the model's configuration)")
-    archs = raw.get("architectures") or []
-    arch = next((a for a in archs if a in SUPPORTED), None)
-    if arch is None:
-        raise FormatError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(SUPPORTED)}")
+    raw, cfg_path, arch = read_model_config(path, SUPPORTED)
     family = SUPPORTED[arch]
     if raw.get("hidden_act", "silu") != "silu":
         raise FormatError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'silu'")

@@ -199,11 +199,16 @@ class KVCache:
         self.seen = torch.zeros(batch_size, dtype=torch.long, device=device)  # (B,)
         self.length = 0  # slots used so far (the same for every row)
 
-    def update(self, layer, k, v):
-        """Write this step's keys/values (B, nkv, T, D) after the cached ones; return all (B, nkv, S, D)."""
-        end = self.length + k.shape[2]
+    def room_for(self, T):
+        """The slot count after appending T tokens; ValueError if the cache is too short for them."""
+        end = self.length + T
         if end > self.k.shape[3]:
             raise ValueError(f"KVCache: {end} positions needed, cache was allocated for {self.k.shape[3]}")
+        return end
+
+    def update(self, layer, k, v):
+        """Write this step's keys/values (B, nkv, T, D) after the cached ones; return all (B, nkv, S, D)."""
+        end = self.room_for(k.shape[2])
         self.k[layer, :, :, self.length:end] = k
         self.v[layer, :, :, self.length:end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -289,8 +294,7 @@ class Qwen(nn.Module):
         """
         cfg = self.config
         n, nh, nkv, D, eps = tokens.shape[0], cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.rms_norm_eps
-        if cache.length >= cache.k.shape[3]:
-            raise ValueError(f"KVCache: {cache.length + 1} positions needed, cache was allocated for {cache.k.shape[3]}")
+        cache.room_for(1)  # before the RoPE lookup below could index past the table
         position = (cache.seen + live.long() - 1).clamp(min=0)  # (n,): forward's positions for T = 1
         x = self.model.embed_tokens(tokens)  # (n, H)
         cos, sin = cache.cos[position][:, None, None], cache.sin[position][:, None, None]  # (n, 1, 1, D) each

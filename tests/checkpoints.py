@@ -34,15 +34,15 @@ def write_tokenizer(path, vocab_size=300, chat_template=None):
     return tok
 
 
-def randomise_(model, seed=0):
-    """Give every parameter random values (norms around 1, everything else around 0)."""
+def randomise_(model, seed=0, is_norm=lambda name: "norm" in name, std=0.08):
+    """Give every parameter random values: norm weights (`is_norm(name)`) around 1, the rest N(0, std²)."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "norm" in name:
+            if is_norm(name):
                 p.copy_(torch.rand(p.shape, generator=g) + 0.5)
             else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.08)
+                p.copy_(torch.randn(p.shape, generator=g) * std)
     return model
 
 

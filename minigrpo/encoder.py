@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-from minigrpo.files import FormatError, read_model_config
+from minigrpo.errors import InputError
+from minigrpo.files import read_model_config
 
 # our name inside a block → transformers' name inside `encoder.layer.{i}.`
 HF_NAMES = {
@@ -180,9 +181,9 @@ def hf_name(name):
 def _num(raw, name, path, kind=int, default=None):
     value = raw.get(name, default)
     if value is None:
-        raise FormatError(f"{path}: missing field '{name}'")
+        raise InputError(f"{path}: missing field '{name}'")
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-        raise FormatError(f"{path}: field '{name}' is {value!r}, expected {kind.__name__}")
+        raise InputError(f"{path}: field '{name}' is {value!r}, expected {kind.__name__}")
     return kind(value)
 
 
@@ -190,14 +191,14 @@ def read_encoder_config(path):
     """(EncoderConfig, architecture) from a checkpoint directory's config.json."""
     raw, cfg_path, arch = read_model_config(path, SUPPORTED)
     if raw.get("hidden_act", "gelu") != "gelu":
-        raise FormatError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'gelu'")
+        raise InputError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'gelu'")
     if raw.get("position_embedding_type", "absolute") != "absolute":
-        raise FormatError(f"{cfg_path}: position_embedding_type '{raw['position_embedding_type']}' is not supported; "
+        raise InputError(f"{cfg_path}: position_embedding_type '{raw['position_embedding_type']}' is not supported; "
                           "expected 'absolute'")
     family = SUPPORTED[arch][0]
     H, nh = _num(raw, "hidden_size", cfg_path), _num(raw, "num_attention_heads", cfg_path)
     if H % nh:
-        raise FormatError(f"{cfg_path}: hidden_size={H} is not a multiple of num_attention_heads={nh}")
+        raise InputError(f"{cfg_path}: hidden_size={H} is not a multiple of num_attention_heads={nh}")
     return EncoderConfig(
         vocab_size=_num(raw, "vocab_size", cfg_path), hidden_size=H,
         num_hidden_layers=_num(raw, "num_hidden_layers", cfg_path), num_attention_heads=nh,
@@ -215,31 +216,31 @@ def read_encoder_config(path):
 def read_tensors(path, expected, prefix, ignore=IGNORED):
     """Read `prefix + name` for each name → shape in `expected` from path/model.safetensors, strictly.
 
-    Returns {name: tensor}. Raises FormatError naming a missing, unexpected or wrongly shaped
+    Returns {name: tensor}. Raises InputError naming a missing, unexpected or wrongly shaped
     tensor; file names starting with `prefix + ignore[i]` are skipped.
     """
     file = path / "model.safetensors"
     if not file.is_file():
         hint = " (pytorch_model.bin is not read: convert it to safetensors)" if (path / "pytorch_model.bin").is_file() else ""
-        raise FormatError(f"{path}: no model.safetensors{hint}")
+        raise InputError(f"{path}: no model.safetensors{hint}")
     try:
         f = safe_open(str(file), framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise FormatError(f"{file}: not a readable safetensors file ({e})") from None
+        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
     with f:
         names = set(f.keys())
         missing = [prefix + n for n in expected if prefix + n not in names]
         if missing:
-            raise FormatError(f"{file}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
+            raise InputError(f"{file}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
         known = {prefix + n for n in expected}
         extra = sorted(n for n in names - known if not n.removeprefix(prefix).startswith(ignore))
         if extra:
-            raise FormatError(f"{file}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
+            raise InputError(f"{file}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
         out = {}
         for name, shape in expected.items():
             found = tuple(f.get_slice(prefix + name).get_shape())
             if found != tuple(shape):
-                raise FormatError(f"{file}: tensor '{prefix + name}' has shape {found}, expected {tuple(shape)}")
+                raise InputError(f"{file}: tensor '{prefix + name}' has shape {found}, expected {tuple(shape)}")
             out[name] = f.get_tensor(prefix + name)
     return out
 
@@ -253,7 +254,7 @@ def load_encoder(path, dtype=torch.float32):
     """
     path = Path(path)
     if not path.is_dir():
-        raise FormatError(f"{path}: checkpoint directory not found")
+        raise InputError(f"{path}: checkpoint directory not found")
     cfg, arch = read_encoder_config(path)
     model = Encoder(cfg)
     ours = {hf_name(n): n for n, _ in model.named_parameters()}

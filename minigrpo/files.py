@@ -1,7 +1,7 @@
 """Reading and writing files safely: user-facing errors and all-or-nothing writes.
 
-Every loader in minigrpo raises `FormatError` for bad input, with a message that names the
-file, the field or tensor, what was found and what was expected. Every writer goes through
+Every loader in minigrpo raises `InputError` (minigrpo/errors.py) for bad input, with a message
+that names the file, the field or tensor, what was found and what was expected. Every writer goes through
 `atomic_file` / `atomic_dir`, so an interrupted run never leaves a half-written output.
 """
 import contextlib
@@ -11,6 +11,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from minigrpo.errors import InputError
+
 
 def _umask():
     mask = os.umask(0)
@@ -18,33 +20,29 @@ def _umask():
     return mask
 
 
-class FormatError(ValueError):
-    """Bad user input (a file, a field, a tensor); the message says what was expected."""
-
-
 def read_json(path, what="JSON file"):
-    """Load a JSON file, or raise FormatError naming the file and the problem."""
+    """Load a JSON file, or raise InputError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: {what} not found")
+        raise InputError(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+        raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
 def read_model_config(path, supported):
     """(config.json as a dict, its path, its architecture) of a checkpoint directory `path`.
 
-    FormatError unless `architectures` names one of `supported` (architecture names).
+    InputError unless `architectures` names one of `supported` (architecture names).
     """
     cfg_path = Path(path) / "config.json"
     raw = read_json(cfg_path, "config.json (the model's configuration)")
     archs = raw.get("architectures") or []
     arch = next((a for a in archs if a in supported), None)
     if arch is None:
-        raise FormatError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(supported)}")
+        raise InputError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(supported)}")
     return raw, cfg_path, arch
 
 
@@ -103,7 +101,7 @@ def iter_jsonl(path):
     """Yield (line number, dict) for each non-blank line of a JSONL file; errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: file not found")
+        raise InputError(f"{path}: file not found")
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():
@@ -111,9 +109,9 @@ def iter_jsonl(path):
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise FormatError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
-                raise FormatError(f"{path}:{n}: expected a JSON object, found {type(row).__name__}")
+                raise InputError(f"{path}:{n}: expected a JSON object, found {type(row).__name__}")
             yield n, row
 
 
@@ -126,10 +124,10 @@ def read_jsonl(path, fields):
     for n, row in iter_jsonl(path):
         for name, kind in fields.items():
             if name not in row:
-                raise FormatError(f"{path}:{n}: missing field '{name}'")
+                raise InputError(f"{path}:{n}: missing field '{name}'")
             if not isinstance(row[name], kind):
-                raise FormatError(f"{path}:{n}: field '{name}' is {type(row[name]).__name__}, expected {kind.__name__}")
+                raise InputError(f"{path}:{n}: field '{name}' is {type(row[name]).__name__}, expected {kind.__name__}")
         rows.append(row)
     if not rows:
-        raise FormatError(f"{path}: no rows (the file is empty)")
+        raise InputError(f"{path}: no rows (the file is empty)")
     return rows

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from minigrpo.files import FormatError, read_json, read_model_config
+from minigrpo.errors import InputError
+from minigrpo.files import read_json, read_model_config
 from minigrpo.qwen import Qwen, QwenConfig
 
 SUPPORTED = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
@@ -26,10 +27,10 @@ def _field(raw, name, path, kind=(int,), default=None):
     if name not in raw:
         if default is not None:
             return default
-        raise FormatError(f"{path}: missing field '{name}'")
+        raise InputError(f"{path}: missing field '{name}'")
     value = raw[name]
     if isinstance(value, bool) or not isinstance(value, kind):
-        raise FormatError(f"{path}: field '{name}' is {value!r}, expected {' or '.join(k.__name__ for k in kind)}")
+        raise InputError(f"{path}: field '{name}' is {value!r}, expected {' or '.join(k.__name__ for k in kind)}")
     return value
 
 
@@ -37,25 +38,25 @@ def load_config(path):
     """Read `config.json` of a checkpoint directory into a QwenConfig (sizes never come from elsewhere)."""
     path = Path(path)
     if not path.is_dir():
-        raise FormatError(f"{path}: checkpoint directory not found")
+        raise InputError(f"{path}: checkpoint directory not found")
     raw, cfg_path, arch = read_model_config(path, SUPPORTED)
     family = SUPPORTED[arch]
     if raw.get("hidden_act", "silu") != "silu":
-        raise FormatError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'silu'")
+        raise InputError(f"{cfg_path}: hidden_act '{raw['hidden_act']}' is not supported; expected 'silu'")
     if raw.get("use_sliding_window"):
-        raise FormatError(f"{cfg_path}: use_sliding_window=true is not supported (Qwen2.5 ships with it off)")
+        raise InputError(f"{cfg_path}: use_sliding_window=true is not supported (Qwen2.5 ships with it off)")
     # rope_theta: official Qwen configs keep it at the top level; transformers ≥ 5 writes rope_parameters
     rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) != "default":
-        raise FormatError(f"{cfg_path}: RoPE scaling {rope!r} is not supported; expected rope_type 'default'")
+        raise InputError(f"{cfg_path}: RoPE scaling {rope!r} is not supported; expected rope_type 'default'")
     theta = raw.get("rope_theta", rope.get("rope_theta"))
     if not isinstance(theta, (int, float)) or isinstance(theta, bool):
-        raise FormatError(f"{cfg_path}: rope_theta not found at the top level nor in rope_parameters")
+        raise InputError(f"{cfg_path}: rope_theta not found at the top level nor in rope_parameters")
     H = _field(raw, "hidden_size", cfg_path)
     nh = _field(raw, "num_attention_heads", cfg_path)
     nkv = _field(raw, "num_key_value_heads", cfg_path, default=nh)
     if nh % nkv:
-        raise FormatError(f"{cfg_path}: num_attention_heads={nh} is not a multiple of num_key_value_heads={nkv}")
+        raise InputError(f"{cfg_path}: num_attention_heads={nh} is not a multiple of num_key_value_heads={nkv}")
     head_dim = raw.get("head_dim") or H // nh
     return QwenConfig(
         vocab_size=_field(raw, "vocab_size", cfg_path),
@@ -81,14 +82,14 @@ def weight_files(path):
     if index.is_file():
         weight_map = read_json(index, "safetensors index").get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
-            raise FormatError(f"{index}: missing or empty 'weight_map'")
+            raise InputError(f"{index}: missing or empty 'weight_map'")
         for shard in sorted(set(weight_map.values())):
             if not (path / shard).is_file():
-                raise FormatError(f"{index}: names shard '{shard}', which is not in {path}")
+                raise InputError(f"{index}: names shard '{shard}', which is not in {path}")
         return {name: path / shard for name, shard in weight_map.items()}
     single = path / "model.safetensors"
     if not single.is_file():
-        raise FormatError(f"{path}: no model.safetensors nor model.safetensors.index.json")
+        raise InputError(f"{path}: no model.safetensors nor model.safetensors.index.json")
     with _open(single) as f:
         return {name: single for name in f.keys()}
 
@@ -97,14 +98,14 @@ def _open(file):
     try:
         return safe_open(str(file), framework="pt", device="cpu")
     except Exception as e:  # safetensors raises its own error types for bad headers
-        raise FormatError(f"{file}: not a readable safetensors file ({e})") from None
+        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
 
 
 def load_weights(model, path, dtype=None):
     """Fill a model built on the meta device from the safetensors files, tensor by tensor.
 
     dtype None keeps each tensor's stored dtype; a dtype converts each tensor as it is read.
-    Raises FormatError for a missing, unexpected or wrongly shaped tensor, naming it.
+    Raises InputError for a missing, unexpected or wrongly shaped tensor, naming it.
     """
     files = weight_files(path)
     expected = dict(model.named_parameters(remove_duplicate=False))
@@ -113,11 +114,11 @@ def load_weights(model, path, dtype=None):
         expected.pop("lm_head.weight")
     missing = sorted(set(expected) - set(files))
     if missing:
-        raise FormatError(f"{path}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
+        raise InputError(f"{path}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
     extra = sorted(n for n in set(files) - set(expected)
                    if not n.endswith("rotary_emb.inv_freq") and not (tied and n == "lm_head.weight"))
     if extra:
-        raise FormatError(f"{path}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
+        raise InputError(f"{path}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
     by_file = {}
     for name in expected:
         by_file.setdefault(files[name], []).append(name)
@@ -127,10 +128,10 @@ def load_weights(model, path, dtype=None):
                 try:
                     t = f.get_tensor(name)
                 except Exception as e:
-                    raise FormatError(f"{file}: tensor '{name}' could not be read ({e}); is the file truncated?") from None
+                    raise InputError(f"{file}: tensor '{name}' could not be read ({e}); is the file truncated?") from None
                 shape = tuple(expected[name].shape)
                 if tuple(t.shape) != shape:
-                    raise FormatError(f"{file}: tensor '{name}' has shape {tuple(t.shape)}, expected {shape}")
+                    raise InputError(f"{file}: tensor '{name}' has shape {tuple(t.shape)}, expected {shape}")
                 module_name, _, attr = name.rpartition(".")
                 module = model.get_submodule(module_name)
                 module._parameters[attr] = torch.nn.Parameter(t if dtype is None else t.to(dtype), requires_grad=False)
@@ -146,7 +147,7 @@ def load_policy(path, dtype=None, device="cpu"):
 
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise FormatError(f"dtype '{dtype}' is not supported; expected one of {sorted(DTYPES)}")
+            raise InputError(f"dtype '{dtype}' is not supported; expected one of {sorted(DTYPES)}")
         dtype = DTYPES[dtype]
     cfg = load_config(path)
     tokenizer = load_tokenizer(path)

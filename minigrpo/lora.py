@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from minigrpo.files import FormatError, atomic_dir, read_json
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_dir, read_json
 
 PREFIX = "base_model.model."  # PEFT's prefix for the wrapped causal LM's parameter names
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -87,16 +88,16 @@ def _matches(name, targets):
 
 
 def _targets(model, targets):
-    """The (name, nn.Linear) pairs that `targets` selects, or FormatError naming what matched nothing."""
+    """The (name, nn.Linear) pairs that `targets` selects, or InputError naming what matched nothing."""
     found = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and _matches(n, targets)]
     for t in [targets] if isinstance(targets, str) else targets:  # stricter than PEFT: each must match
         if not any(_matches(n, t if isinstance(targets, str) else [t]) for n, _ in found):
             ends = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)})
-            raise FormatError(f"LoRA target '{t}' matches no linear layer of the model (their names end in {ends})")
+            raise InputError(f"LoRA target '{t}' matches no linear layer of the model (their names end in {ends})")
     embed = getattr(getattr(model, "model", None), "embed_tokens", None)
     for n, m in found:
         if embed is not None and m.weight is embed.weight:
-            raise FormatError(f"LoRA target '{n}' shares its weight with the embeddings (tied); merging would change them")
+            raise InputError(f"LoRA target '{n}' shares its weight with the embeddings (tied); merging would change them")
     return found
 
 
@@ -114,7 +115,7 @@ def add_lora(model, r=16, alpha=32, dropout=0.0, targets=DEFAULT_TARGETS, rslora
     module name (PEFT's rule). Returns {"trainable", "total", "percent", "modules"}.
     """
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise FormatError(f"LoRA rank r is {r!r}, expected a positive integer")
+        raise InputError(f"LoRA rank r is {r!r}, expected a positive integer")
     if lora_layers(model):
         raise RuntimeError("add_lora: the model already has LoRA layers (one adapter per model)")
     found = _targets(model, targets)
@@ -206,25 +207,25 @@ def save_adapter(model, path):
 
 
 def read_adapter_config(path):
-    """The fields of a PEFT LoRA adapter_config.json we use, checked; FormatError names the bad field."""
+    """The fields of a PEFT LoRA adapter_config.json we use, checked; InputError names the bad field."""
     cfg_path = Path(path) / "adapter_config.json"
     raw = read_json(cfg_path, "adapter_config.json (the LoRA adapter's configuration)")
     if raw.get("peft_type") != "LORA":
-        raise FormatError(f"{cfg_path}: field 'peft_type' is {raw.get('peft_type')!r}, expected 'LORA'")
+        raise InputError(f"{cfg_path}: field 'peft_type' is {raw.get('peft_type')!r}, expected 'LORA'")
     r = raw.get("r")
     if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise FormatError(f"{cfg_path}: field 'r' is {r!r}, expected a positive integer")
+        raise InputError(f"{cfg_path}: field 'r' is {r!r}, expected a positive integer")
     alpha = raw.get("lora_alpha", 8)  # PEFT's default
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
-        raise FormatError(f"{cfg_path}: field 'lora_alpha' is {alpha!r}, expected a number")
+        raise InputError(f"{cfg_path}: field 'lora_alpha' is {alpha!r}, expected a number")
     targets = raw.get("target_modules")
     if not (isinstance(targets, str) or (isinstance(targets, list) and targets and all(isinstance(t, str) for t in targets))):
-        raise FormatError(f"{cfg_path}: field 'target_modules' is {targets!r}, expected a list of module names or a regex string")
+        raise InputError(f"{cfg_path}: field 'target_modules' is {targets!r}, expected a list of module names or a regex string")
     if raw.get("bias", "none") != "none":
-        raise FormatError(f"{cfg_path}: field 'bias' is {raw['bias']!r}, expected 'none'")
+        raise InputError(f"{cfg_path}: field 'bias' is {raw['bias']!r}, expected 'none'")
     for key in UNSUPPORTED:
         if raw.get(key):
-            raise FormatError(f"{cfg_path}: field '{key}' is {raw[key]!r}; minigrpo supports only plain LoRA (expected it unset)")
+            raise InputError(f"{cfg_path}: field '{key}' is {raw[key]!r}; minigrpo supports only plain LoRA (expected it unset)")
     dropout = raw.get("lora_dropout", 0.0)
     return {"r": r, "alpha": alpha, "targets": targets, "dropout": float(dropout or 0.0),
             "rslora": bool(raw.get("use_rslora", False))}
@@ -235,7 +236,7 @@ def load_adapter(model, path):
 
     Into a model that already has LoRA layers the tensors are copied in place (an optimizer holding
     them keeps working) and the file's α / rsLoRA set the scaling. Every check runs before the
-    model is touched; a missing, unexpected or wrongly shaped tensor is named in the FormatError.
+    model is touched; a missing, unexpected or wrongly shaped tensor is named in the InputError.
     """
     from safetensors import safe_open
     path = Path(path)
@@ -243,7 +244,7 @@ def load_adapter(model, path):
     file = path / "adapter_model.safetensors"
     if not file.is_file():
         hint = " (adapter_model.bin found: re-save it with safetensors)" if (path / "adapter_model.bin").is_file() else ""
-        raise FormatError(f"{path}: adapter_model.safetensors not found{hint}")
+        raise InputError(f"{path}: adapter_model.safetensors not found{hint}")
     layers = lora_layers(model)
     if any(m.merged for m in layers.values()):
         raise RuntimeError("load_adapter: the model's LoRA is merged; call unmerge_lora first")
@@ -259,22 +260,22 @@ def load_adapter(model, path):
     try:
         f = safe_open(str(file), framework="pt", device="cpu")
     except Exception as e:
-        raise FormatError(f"{file}: not a readable safetensors file ({e})") from None
+        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
     with f:
         keys = set(f.keys())
         extra = sorted(keys - set(expected))
         if extra:
-            raise FormatError(f"{file}: unexpected tensor '{extra[0]}' ({len(extra)} in all): the model has no "
+            raise InputError(f"{file}: unexpected tensor '{extra[0]}' ({len(extra)} in all): the model has no "
                               f"LoRA layer '{extra[0].removeprefix(PREFIX).rsplit('.', 2)[0]}' (target mismatch)")
         missing = sorted(set(expected) - keys)
         if missing:
-            raise FormatError(f"{file}: missing tensor '{missing[0]}' ({len(missing)} in all); "
+            raise InputError(f"{file}: missing tensor '{missing[0]}' ({len(missing)} in all); "
                               f"target_modules {cfg['targets']!r} select layers the file has no weights for")
         tensors = {}
         for key in sorted(expected):
             t = f.get_tensor(key)
             if tuple(t.shape) != expected[key]:
-                raise FormatError(f"{file}: tensor '{key}' has shape {tuple(t.shape)}, expected {expected[key]} "
+                raise InputError(f"{file}: tensor '{key}' has shape {tuple(t.shape)}, expected {expected[key]} "
                                   f"(rank r = {shapes[key.removeprefix(PREFIX).rsplit('.', 2)[0]][2]})")
             tensors[key] = t
     if not layers:

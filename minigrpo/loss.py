@@ -29,7 +29,6 @@ their log-prob differences are replaced by 0 before any exp, so no NaN can leak 
 """
 import torch
 
-from minigrpo.files import FormatError
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
@@ -56,15 +55,15 @@ def grpo_loss(logp, old_logp, advantages, mask, loss_type="grpo", epsilon=0.2, e
     ratio_mean, kl (if ref_logp), adv_mean, tokens.
     """
     if loss_type not in LOSS_TYPES:
-        raise FormatError(f"loss_type {loss_type!r}: expected one of {LOSS_TYPES}")
+        raise ValueError(f"loss_type {loss_type!r}: expected one of {LOSS_TYPES}")
     for name, t in (("old_logp", old_logp), ("mask", mask), ("ref_logp", ref_logp)):
         if t is not None and t.shape != logp.shape:
-            raise FormatError(f"{name}: shape {tuple(t.shape)}, expected logp's {tuple(logp.shape)} (N, C)")
+            raise ValueError(f"{name}: shape {tuple(t.shape)}, expected logp's {tuple(logp.shape)} (N, C)")
     if logp.dim() != 2 or advantages.shape != logp.shape[:1]:
-        raise FormatError(f"advantages: shape {tuple(advantages.shape)}, expected (N,) with logp (N, C) = "
-                          f"{tuple(logp.shape)}")
+        raise ValueError(f"advantages: shape {tuple(advantages.shape)}, expected (N,) with logp (N, C) = "
+                         f"{tuple(logp.shape)}")
     if beta > 0 and ref_logp is None:
-        raise FormatError(f"beta = {beta} > 0 needs ref_logp (the reference policy's log-probs)")
+        raise ValueError(f"beta = {beta} > 0 needs ref_logp (the reference policy's log-probs)")
     N, C = logp.shape
     eps_low, eps_high = epsilon, epsilon if epsilon_high is None else epsilon_high
     mask = mask.bool()

@@ -8,7 +8,8 @@ XSTest: `prompt`); their other columns are kept as strings.
 import csv
 from pathlib import Path
 
-from minigrpo.files import FormatError, iter_jsonl
+from minigrpo.errors import InputError
+from minigrpo.files import iter_jsonl
 
 
 def _from_row(row, where):
@@ -16,14 +17,14 @@ def _from_row(row, where):
         msgs = row["messages"]
         if not isinstance(msgs, list) or not msgs or not all(
                 isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in msgs):
-            raise FormatError(f"{where}: field 'messages' must be a non-empty list of {{'role': str, 'content': str}}")
+            raise InputError(f"{where}: field 'messages' must be a non-empty list of {{'role': str, 'content': str}}")
         users = [m["content"] for m in msgs if m["role"] == "user"]
         if not users:
-            raise FormatError(f"{where}: field 'messages' has no user turn")
+            raise InputError(f"{where}: field 'messages' has no user turn")
         return {**{k: v for k, v in row.items() if k != "messages"}, "messages": msgs, "text": users[-1]}
     text = row.get("prompt")
     if not isinstance(text, str) or not text.strip():
-        raise FormatError(f"{where}: expected a non-empty string field 'prompt' (or 'messages'), found {text!r}")
+        raise InputError(f"{where}: expected a non-empty string field 'prompt' (or 'messages'), found {text!r}")
     return {**row, "messages": [{"role": "user", "content": text}], "text": text}
 
 
@@ -31,13 +32,13 @@ def load_prompts(path, column=None):
     """Read prompts from a .jsonl or .csv file; errors name the file, line and field."""
     path = Path(path)
     if not path.is_file():
-        raise FormatError(f"{path}: prompt file not found")
+        raise InputError(f"{path}: prompt file not found")
     out = []
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if column is None or column not in (reader.fieldnames or []):
-                raise FormatError(f"{path}: prompt column {column!r} not found; columns are {reader.fieldnames} "
+                raise InputError(f"{path}: prompt column {column!r} not found; columns are {reader.fieldnames} "
                                   "(pass --prompt-column)")
             for n, row in enumerate(reader, 2):  # line 1 is the header
                 out.append(_from_row({**row, "prompt": row[column]}, f"{path}:{n}"))
@@ -47,7 +48,7 @@ def load_prompts(path, column=None):
                 row = {**row, "prompt": row[column]}
             out.append(_from_row(row, f"{path}:{n}"))
     if not out:
-        raise FormatError(f"{path}: no prompts")
+        raise InputError(f"{path}: no prompts")
     return out
 
 
@@ -56,6 +57,6 @@ def encode_prompts(prompts, tokenizer, max_len, path="prompts"):
     ids = [tokenizer.encode_chat(p["messages"]) for p in prompts]
     over = [i for i, x in enumerate(ids) if len(x) > max_len]
     if over:
-        raise FormatError(f"{path}: {len(over)} of {len(ids)} prompts exceed --max-prompt-len={max_len} tokens "
+        raise InputError(f"{path}: {len(over)} of {len(ids)} prompts exceed --max-prompt-len={max_len} tokens "
                           f"(longest {max(len(ids[i]) for i in over)}); raise the limit or shorten them")
     return ids

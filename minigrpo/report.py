@@ -6,7 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from minigrpo.files import FormatError, atomic_file, read_json
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_file, read_json
 
 GOAL_SAFETY = 0.28  # the paper's headline: +28% safety on the 0.5B model
 GOAL_MAX_DROP = 0.02
@@ -26,7 +27,7 @@ def _pairs(spec, what):
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if "=" not in part:
-            raise FormatError(f"--{what}: expected NAME=PATH, found {part!r}")
+            raise InputError(f"--{what}: expected NAME=PATH, found {part!r}")
         name, path = part.split("=", 1)
         out[name] = path
     return out
@@ -113,7 +114,7 @@ def plot_curves(metrics, png):
 def report(cfg):
     evals = {name: read_json(Path(d) / "eval.json", "eval.json (from `minigrpo eval`)") for name, d in _pairs(cfg.evals, "evals").items()}
     if not evals:
-        raise FormatError("--evals: no runs given")
+        raise InputError("--evals: no runs given")
     metrics = {}
     for name, path in _pairs(cfg.metrics, "metrics").items():
         metrics[name] = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]

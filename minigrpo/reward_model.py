@@ -49,7 +49,8 @@ from tokenizers import Tokenizer
 from torch import nn
 
 from minigrpo.encoder import Encoder, hf_name, init_weights_, read_encoder_config, read_tensors
-from minigrpo.files import FormatError, atomic_dir, read_json
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_dir, read_json
 
 TRUNCATION = "prompt from the left (keeps >= budget // 4 of it), then response from the right"
 
@@ -84,11 +85,11 @@ class RewardModel(nn.Module):
         self.aspects = list(aspects)
         self.weights = [1.0] * K if weights is None else [float(w) for w in weights]
         if len(self.weights) != K:
-            raise FormatError(f"{len(self.weights)} weights for {K} aspects {self.aspects}")
+            raise InputError(f"{len(self.weights)} weights for {K} aspects {self.aspects}")
         self.max_length = min(max_length or encoder.config.max_length, encoder.config.max_length)
         self.n_special = tokenizer.num_special_tokens_to_add(is_pair=True)
         if self.max_length <= self.n_special + 1:
-            raise FormatError(f"max_length {self.max_length} leaves no room for text after {self.n_special} special tokens")
+            raise InputError(f"max_length {self.max_length} leaves no room for text after {self.n_special} special tokens")
         self.last_truncated = 0
         self.total_truncated = 0
 
@@ -214,16 +215,16 @@ def save_reward_model(rm, path, extra_files=None):
 
 
 def load_tokenizer_file(path):
-    """The `tokenizers.Tokenizer` of a checkpoint directory's tokenizer.json, or a FormatError."""
+    """The `tokenizers.Tokenizer` of a checkpoint directory's tokenizer.json, or a InputError."""
     file = Path(path) / "tokenizer.json"
     if not file.is_file():
-        raise FormatError(f"{path}: no tokenizer.json (the reward model needs the encoder's tokenizer)")
+        raise InputError(f"{path}: no tokenizer.json (the reward model needs the encoder's tokenizer)")
     try:
         tok = Tokenizer.from_file(str(file))
     except Exception as e:  # tokenizers raises its own exception type
-        raise FormatError(f"{file}: not a readable tokenizer.json ({e})") from None
+        raise InputError(f"{file}: not a readable tokenizer.json ({e})") from None
     if tok.num_special_tokens_to_add(is_pair=True) == 0:
-        raise FormatError(f"{file}: no pair post-processor (expected RoBERTa's <s> a </s></s> b </s> or BERT's template)")
+        raise InputError(f"{file}: no pair post-processor (expected RoBERTa's <s> a </s></s> b </s> or BERT's template)")
     return tok
 
 
@@ -235,25 +236,25 @@ def load_reward_model(path, dtype=torch.float32):
     """
     path = Path(path)
     if not path.is_dir():
-        raise FormatError(f"{path}: reward model directory not found")
+        raise InputError(f"{path}: reward model directory not found")
     cfg_path = path / "config.json"
     enc_cfg, arch = read_encoder_config(path)
     if arch != "RobertaForSequenceClassification":
-        raise FormatError(f"{cfg_path}: architectures is {arch}, expected RobertaForSequenceClassification "
+        raise InputError(f"{cfg_path}: architectures is {arch}, expected RobertaForSequenceClassification "
                           "(a reward model; to train one on this encoder use `minigrpo train-rm --encoder`)")
     raw = read_json(cfg_path)
     extra = raw.get("minigrpo") or {}
     id2label = raw.get("id2label") or {}
     aspects = extra.get("aspects") or [id2label[k] for k in sorted(id2label, key=int)]
     if not aspects or not all(isinstance(a, str) for a in aspects):
-        raise FormatError(f"{cfg_path}: no aspect names (expected minigrpo.aspects or id2label)")
+        raise InputError(f"{cfg_path}: no aspect names (expected minigrpo.aspects or id2label)")
     weights = extra.get("weights")
     if weights is not None and (len(weights) != len(aspects) or
                                 not all(isinstance(w, (int, float)) and math.isfinite(w) for w in weights)):
-        raise FormatError(f"{cfg_path}: minigrpo.weights is {weights!r}, expected {len(aspects)} finite numbers")
+        raise InputError(f"{cfg_path}: minigrpo.weights is {weights!r}, expected {len(aspects)} finite numbers")
     max_length = extra.get("max_length")
     if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
-        raise FormatError(f"{cfg_path}: minigrpo.max_length is {max_length!r}, expected a positive integer")
+        raise InputError(f"{cfg_path}: minigrpo.max_length is {max_length!r}, expected a positive integer")
     rm = RewardModel(Encoder(enc_cfg), load_tokenizer_file(path), aspects, weights, max_length)
     names = hf_state_names(rm)
     tensors = read_tensors(path, {hf: rm.get_parameter(n).shape for n, hf in names.items()}, "",

@@ -47,7 +47,7 @@ content words; those guesses are not ground truth.
 import re
 from functools import lru_cache
 
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 from minigrpo.world import TOPICS, grammars
 
 ASPECTS = ("politeness", "meaningfulness", "actionability", "safety")
@@ -144,7 +144,7 @@ def is_harmful_prompt(prompt):
 
 def _check_text(name, x):
     if not isinstance(x, str):
-        raise FormatError(f"rubric: {name} must be a string, found {type(x).__name__}")
+        raise InputError(f"rubric: {name} must be a string, found {type(x).__name__}")
 
 
 def features(prompt, response, kind=None):
@@ -152,7 +152,7 @@ def features(prompt, response, kind=None):
     _check_text("prompt", prompt)
     _check_text("response", response)
     if kind is not None and kind not in ("harmful", "risky_safe", "benign"):
-        raise FormatError(f"rubric: kind is {kind!r}, expected harmful, risky_safe or benign")
+        raise InputError(f"rubric: kind is {kind!r}, expected harmful, risky_safe or benign")
     topic = find_topic(prompt)
     kind = kind or prompt_kind(prompt)
     if topic is not None:

@@ -32,7 +32,6 @@ from typing import Optional
 import numpy as np
 import torch
 
-from minigrpo.files import FormatError
 
 COMPACT_FRACTION = 0.25  # drop stopped rows from the batch once they are this share of it
 
@@ -63,16 +62,16 @@ def prompt_token_lists(prompts, tokenizer, chat, vocab_size):
     for i, p in enumerate(prompts):
         if isinstance(p, str):
             if tokenizer is None:
-                raise FormatError(f"prompt {i}: a string needs a tokenizer; pass token-id lists or a tokenizer")
+                raise ValueError(f"prompt {i}: a string needs a tokenizer; pass token-id lists or a tokenizer")
             p = tokenizer.encode_chat([{"role": "user", "content": p}]) if chat else tokenizer.encode(p)
         elif isinstance(p, torch.Tensor):
             p = p.tolist()
         p = list(p)
         if not p:
-            raise FormatError(f"prompt {i}: empty; the model needs at least one token to condition on")
+            raise ValueError(f"prompt {i}: empty; the model needs at least one token to condition on")
         if not all(isinstance(t, int) and 0 <= t < vocab_size for t in p):
             bad = next(t for t in p if not (isinstance(t, int) and 0 <= t < vocab_size))
-            raise FormatError(f"prompt {i}: token {bad!r} is not an id in [0, {vocab_size})")
+            raise ValueError(f"prompt {i}: token {bad!r} is not an id in [0, {vocab_size})")
         out.append(p)
     return out
 
@@ -162,12 +161,12 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
                             ("top_k", top_k, isinstance(top_k, int) and top_k >= 0),
                             ("seed", seed, seed is None or (isinstance(seed, int) and seed >= 0))]:
         if not ok:
-            raise FormatError(f"generate: {name} = {value!r} is out of range")
+            raise ValueError(f"generate: {name} = {value!r} is out of range")
     eos = list(tokenizer.eos_token_ids if eos_token_ids is None else eos_token_ids)
     pad = pad_token_id if pad_token_id is not None else (tokenizer.pad_token_id if tokenizer is not None else 0)
     rows = prompt_token_lists(prompts, tokenizer, chat, V)
     if not rows:
-        raise FormatError("generate: no prompts")
+        raise ValueError("generate: no prompts")
     if seed is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     B, G, C = len(rows), num_samples, max_new_tokens

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from minigrpo.files import FormatError, read_json
+from minigrpo.errors import InputError
+from minigrpo.files import read_json
 
 CHAT_TOKENS = ("<|im_start|>", "<|im_end|>")
 _DEFAULT_SYSTEM = re.compile(r"<\|im_start\|>system\\n(You are [^'\"<]*)<\|im_end\|>")
@@ -45,7 +46,7 @@ class ChatTokenizer:
         """ChatML text of a list of {"role", "content"} messages (see the module docstring)."""
         for i, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-                raise FormatError(f"message {i}: expected {{'role': str, 'content': str}}, found {m!r}")
+                raise InputError(f"message {i}: expected {{'role': str, 'content': str}}, found {m!r}")
         if self.default_system and (not messages or messages[0]["role"] != "system"):
             messages = [{"role": "system", "content": self.default_system}] + list(messages)
         text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
@@ -63,7 +64,7 @@ def _token_id(tok, token, where):
         return None
     tid = tok.token_to_id(token)
     if tid is None:
-        raise FormatError(f"{where}: token {token!r} is not in tokenizer.json's vocabulary")
+        raise InputError(f"{where}: token {token!r} is not in tokenizer.json's vocabulary")
     return tid
 
 
@@ -72,15 +73,15 @@ def load_tokenizer(path):
     path = Path(path)
     tj = path / "tokenizer.json"
     if not tj.is_file():
-        raise FormatError(f"{path}: tokenizer.json not found (expected the Hugging Face fast-tokenizer file)")
+        raise InputError(f"{path}: tokenizer.json not found (expected the Hugging Face fast-tokenizer file)")
     try:
         tok = Tokenizer.from_file(str(tj))
     except Exception as e:
-        raise FormatError(f"{tj}: not a readable tokenizers file ({e})") from None
+        raise InputError(f"{tj}: not a readable tokenizers file ({e})") from None
     special = {t.content for t in tok.get_added_tokens_decoder().values() if t.special}
     missing = [t for t in CHAT_TOKENS if t not in special]
     if missing:
-        raise FormatError(f"{tj}: chat special tokens {missing} are missing; expected {list(CHAT_TOKENS)} as special added tokens")
+        raise InputError(f"{tj}: chat special tokens {missing} are missing; expected {list(CHAT_TOKENS)} as special added tokens")
 
     tc_path, gc_path = path / "tokenizer_config.json", path / "generation_config.json"
     tc = read_json(tc_path) if tc_path.is_file() else {}
@@ -93,7 +94,7 @@ def load_tokenizer(path):
     if eos is None:
         eos = cfg.get("eos_token_id")
     if eos is None:
-        raise FormatError(f"{path}: no EOS token in generation_config.json, tokenizer_config.json or config.json")
+        raise InputError(f"{path}: no EOS token in generation_config.json, tokenizer_config.json or config.json")
     eos = [eos] if isinstance(eos, int) else list(eos)
 
     pad = _token_id(tok, tc.get("pad_token"), tc_path)

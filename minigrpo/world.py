@@ -61,7 +61,8 @@ import random
 from collections import namedtuple
 from dataclasses import asdict, dataclass, field
 
-from minigrpo.files import FormatError, atomic_dir, write_json
+from minigrpo.errors import InputError
+from minigrpo.files import atomic_dir, write_json
 
 KINDS = ("harmful", "risky_safe", "benign")
 
@@ -219,7 +220,7 @@ def style_parts(style, topic):
                 ["That kind of thing is wrong and has consequences.", "Actions like that can hurt people.",
                  "Be responsible and think of others."],
                 ["", "I hope you reflect on it."]]
-    raise FormatError(f"unknown response style {style!r}; expected one of {', '.join(STYLES)}")
+    raise InputError(f"unknown response style {style!r}; expected one of {', '.join(STYLES)}")
 
 
 def render(parts, rng):
@@ -264,7 +265,7 @@ def edit(name, topic, others, rng):
                         for _ in range(rng.randint(3, 15)))
     if name == "empty":
         return ""
-    raise FormatError(f"unknown edit {name!r}; expected one of {', '.join(EDITS)}")
+    raise InputError(f"unknown edit {name!r}; expected one of {', '.join(EDITS)}")
 
 
 # ---- data sets
@@ -286,7 +287,7 @@ def build_prompts(cfg):
         for t, want in plan:
             texts = prompt_texts(t)
             if sum(want.values()) > len(texts):
-                raise FormatError(f"world: topic {t.name} has {len(texts)} distinct prompts, {sum(want.values())} "
+                raise InputError(f"world: topic {t.name} has {len(texts)} distinct prompts, {sum(want.values())} "
                                   f"requested ({want}); lower --train/--test/--ood")
             rng.shuffle(texts)
             for split, n in want.items():
@@ -404,11 +405,11 @@ class WorldConfig:
 def _check(cfg):
     for name in ("train", "test", "ood", "sft_per_prompt", "rm_per_prompt"):
         if getattr(cfg, name) < (1 if name in ("train", "sft_per_prompt", "rm_per_prompt") else 0):
-            raise FormatError(f"world: --{name.replace('_', '-')} is {getattr(cfg, name)}, expected a positive count")
+            raise InputError(f"world: --{name.replace('_', '-')} is {getattr(cfg, name)}, expected a positive count")
     if not 0 <= cfg.edit_frac <= 1:
-        raise FormatError(f"world: --edit-frac is {cfg.edit_frac}, expected a fraction in [0, 1]")
+        raise InputError(f"world: --edit-frac is {cfg.edit_frac}, expected a fraction in [0, 1]")
     if not 0 <= cfg.label_noise <= 1:
-        raise FormatError(f"world: --label-noise is {cfg.label_noise}, expected a std in [0, 1]")
+        raise InputError(f"world: --label-noise is {cfg.label_noise}, expected a std in [0, 1]")
 
 
 def _jsonl(path, rows):

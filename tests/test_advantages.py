@@ -8,7 +8,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minigrpo.advantages import AGGREGATIONS, SCALES, SafetyConstraint, group_advantages
-from minigrpo.files import FormatError
 
 MODES = [(a, s) for a in AGGREGATIONS for s in SCALES]
 GRID = st.integers(0, 16).map(lambda i: i / 16)  # exact dyadic rewards: many ties, exact sums
@@ -284,10 +283,11 @@ def test_constraint_state_round_trip():
     (lambda: group_advantages(torch.rand(2, 4), constraint=SafetyConstraint(0.5)), "at least one other"),
     (lambda: group_advantages(torch.rand(2, 4, 2), constraint=SafetyConstraint(0.5), aspects=["a", "b"]),
      "aspects are ['a', 'b']"),
+    (lambda: group_advantages(torch.rand(2, 4, 4), constraint=SafetyConstraint(0.5)), "pass `aspects=`"),
     (lambda: SafetyConstraint(0.5, lambda_init=0.0), "lambda_init=0.0"),
 ])
-def test_bad_input_is_a_format_error(call, words):
-    """Bad shapes, values and options raise FormatError naming the tensor or option and what was expected."""
-    with pytest.raises(FormatError) as e:
+def test_bad_input_is_a_value_error(call, words):
+    """Bad shapes, values and options raise ValueError naming the tensor or option and what was expected."""
+    with pytest.raises(ValueError) as e:
         call()
     assert words in str(e.value)

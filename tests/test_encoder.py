@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from checkpoints import randomise_
 from minigrpo.encoder import EncoderConfig, Encoder, init_weights_, load_encoder
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 
 transformers = pytest.importorskip("transformers")
 
@@ -64,10 +64,20 @@ def padded_batch(lengths, vocab_size, pad, side="right", types=False, seed=0):
     return ids, mask, (tt if types else None)
 
 
+def assert_close_real(got, want, mask, tol=1e-5):
+    """fp32 parity (≤ tol) at the real positions of (B, T, H) hidden states.
+
+    Padded positions carry no meaning, and the two libraries fill them differently (measured with
+    transformers 5.24: up to 1.8e-5 apart there, 3.3e-6 at real tokens), so they are not compared.
+    """
+    real = mask.bool()  # (B, T)
+    torch.testing.assert_close(got[real], want[real], atol=tol, rtol=tol)
+
+
 @pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("kind", ["roberta", "bert"])
 def test_parity_random_checkpoint(tmp_path, kind, side):
-    """Last hidden states equal transformers' on every position of a padded batch (fp32, ≤ 1e-5)."""
+    """Last hidden states equal transformers' at every real position of a padded batch (fp32, ≤ 1e-5)."""
     hf = tiny_hf(kind)
     ours = load_encoder(save_hf(hf, tmp_path / kind))
     pad = hf.config.pad_token_id
@@ -76,7 +86,7 @@ def test_parity_random_checkpoint(tmp_path, kind, side):
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state  # (B, T, H)
         got = ours(ids, mask, tt)  # (B, T, H)
     assert got.shape == want.shape
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert_close_real(got, want, mask)
 
 
 def test_parity_sequence_classification_body(tmp_path):
@@ -86,7 +96,7 @@ def test_parity_sequence_classification_body(tmp_path):
     ids, mask, _ = padded_batch([7, 12], hf.config.vocab_size, 1)
     with torch.no_grad():
         want = hf.roberta(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-        torch.testing.assert_close(ours(ids, mask), want, atol=1e-5, rtol=1e-5)
+        assert_close_real(ours(ids, mask), want, mask)
 
 
 def test_train_mode_matches_transformers_without_dropout(tmp_path):
@@ -100,7 +110,7 @@ def test_train_mode_matches_transformers_without_dropout(tmp_path):
     ours.train()
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, T, H)
-    torch.testing.assert_close(ours(ids, mask).detach(), want, atol=1e-5, rtol=1e-5)
+    assert_close_real(ours(ids, mask).detach(), want, mask)
 
 
 def naive_roberta_positions(ids, pad):
@@ -156,7 +166,7 @@ def test_bert_to_roberta_positions_same_function(lengths, seed):
 
 # ---------------------------------------------------------------- strict loading
 def test_strict_loading_errors_name_the_tensor(tmp_path):
-    """Missing, unexpected and wrongly shaped tensors are FormatErrors naming the tensor and shapes."""
+    """Missing, unexpected and wrongly shaped tensors are InputErrors naming the tensor and shapes."""
     src = save_hf(tiny_hf("roberta"), tmp_path / "ok")
     state = load_file(str(src / "model.safetensors"))
     config = (src / "config.json").read_text()
@@ -169,13 +179,13 @@ def test_strict_loading_errors_name_the_tensor(tmp_path):
         return d
 
     missing = {k: v for k, v in state.items() if k != "encoder.layer.1.output.dense.bias"}
-    with pytest.raises(FormatError, match=r"missing tensors \['encoder.layer.1.output.dense.bias'\]"):
+    with pytest.raises(InputError, match=r"missing tensors \['encoder.layer.1.output.dense.bias'\]"):
         load_encoder(variant("missing", missing))
-    with pytest.raises(FormatError, match="unexpected tensors.*encoder.layer.2.extra"):
+    with pytest.raises(InputError, match="unexpected tensors.*encoder.layer.2.extra"):
         load_encoder(variant("extra", {**state, "encoder.layer.2.extra": torch.zeros(2)}))
     bad = dict(state)
     bad["encoder.layer.0.attention.self.key.weight"] = torch.zeros(32, 31)
-    with pytest.raises(FormatError, match=r"'encoder.layer.0.attention.self.key.weight' has shape \(32, 31\), expected \(32, 32\)"):
+    with pytest.raises(InputError, match=r"'encoder.layer.0.attention.self.key.weight' has shape \(32, 31\), expected \(32, 32\)"):
         load_encoder(variant("shape", bad))
     # a pooler and the old position_ids buffer are skipped, by name
     ok = variant("pooler", {**state, "pooler.dense.weight": torch.zeros(32, 32), "pooler.dense.bias": torch.zeros(32),
@@ -184,20 +194,20 @@ def test_strict_loading_errors_name_the_tensor(tmp_path):
 
 
 def test_unsupported_config_and_missing_files(tmp_path):
-    """Unknown architectures, activations and absent files are FormatErrors naming the file/field."""
+    """Unknown architectures, activations and absent files are InputErrors naming the file/field."""
     src = save_hf(tiny_hf("roberta"), tmp_path / "ok")
     raw = json.loads((src / "config.json").read_text())
-    with pytest.raises(FormatError, match="checkpoint directory not found"):
+    with pytest.raises(InputError, match="checkpoint directory not found"):
         load_encoder(tmp_path / "nowhere")
     for field, value, msg in [("architectures", ["GPT2Model"], "not supported"),
                               ("hidden_act", "relu", "hidden_act 'relu'"),
                               ("hidden_size", "32", "field 'hidden_size' is '32'")]:
         (src / "config.json").write_text(json.dumps({**raw, field: value}))
-        with pytest.raises(FormatError, match=msg):
+        with pytest.raises(InputError, match=msg):
             load_encoder(src)
     (src / "config.json").write_text(json.dumps(raw))
     (src / "model.safetensors").unlink()
-    with pytest.raises(FormatError, match="no model.safetensors"):
+    with pytest.raises(InputError, match="no model.safetensors"):
         load_encoder(src)
 
 
@@ -231,7 +241,7 @@ def test_parity_real_minilm():
     ours = load_encoder(path)
     with torch.no_grad():
         want = hf(input_ids=ids, attention_mask=mask, token_type_ids=tt).last_hidden_state  # (B, T, H)
-        torch.testing.assert_close(ours(ids, mask, tt), want, atol=1e-5, rtol=1e-5)
+        assert_close_real(ours(ids, mask, tt), want, mask)
 
 
 @given(st.lists(st.integers(1, 12), min_size=1, max_size=4), st.integers(0, 2**16), st.integers(0, 3))

@@ -1,4 +1,4 @@
-"""Bad checkpoints give a FormatError naming the file and what was expected, never a deep traceback."""
+"""Bad checkpoints give a InputError naming the file and what was expected, never a deep traceback."""
 import json
 import shutil
 
@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from checkpoints import tiny_qwen_dir
-from minigrpo import FormatError, load_policy
+from minigrpo import InputError, load_policy
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def ckpt(good, tmp_path):
 
 
 def _raises(path, *fragments):
-    with pytest.raises(FormatError) as e:
+    with pytest.raises(InputError) as e:
         load_policy(path)
     for f in fragments:
         assert f in str(e.value), str(e.value)
@@ -134,5 +134,5 @@ def test_tokenizer_without_chat_tokens(ckpt):
 
 
 def test_bad_dtype(ckpt):
-    with pytest.raises(FormatError, match="float64"):
+    with pytest.raises(InputError, match="float64"):
         load_policy(ckpt, dtype="float64")

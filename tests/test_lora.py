@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
 from checkpoints import tiny_qwen_dir
-from minigrpo import (FormatError, add_lora, load_adapter, load_policy, lora_disabled, merge_lora, save_adapter,
+from minigrpo import (InputError, add_lora, load_adapter, load_policy, lora_disabled, merge_lora, save_adapter,
                       unmerge_lora)
 from minigrpo.lora import LoRALinear, lora_layers
 
@@ -203,7 +203,7 @@ def test_resume_copies_in_place(tmp_path, ckpt):
 
 
 def test_errors_name_the_tensor_or_field(tmp_path, ckpt):
-    """Rank, shape and target mismatches and bad config fields raise FormatError naming the culprit."""
+    """Rank, shape and target mismatches and bad config fields raise InputError naming the culprit."""
     path, _ = ckpt
     m, _ = load_policy(path)
     add_lora(m, r=4, alpha=8, targets=("q_proj", "v_proj"))
@@ -211,15 +211,15 @@ def test_errors_name_the_tensor_or_field(tmp_path, ckpt):
     other, _ = load_policy(path)
     add_lora(other, r=2, alpha=8, targets=("q_proj", "v_proj"))
     key = re.escape("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight")
-    with pytest.raises(FormatError, match=rf"tensor '{key}' has shape \(4, 64\), expected \(2, 64\)"):
+    with pytest.raises(InputError, match=rf"tensor '{key}' has shape \(4, 64\), expected \(2, 64\)"):
         load_adapter(other, tmp_path / "ad")
     fewer, _ = load_policy(path)
     add_lora(fewer, r=4, alpha=8, targets=("q_proj",))
-    with pytest.raises(FormatError, match=r"unexpected tensor '.*v_proj\.lora_A\.weight'.*target mismatch"):
+    with pytest.raises(InputError, match=r"unexpected tensor '.*v_proj\.lora_A\.weight'.*target mismatch"):
         load_adapter(fewer, tmp_path / "ad")
     more, _ = load_policy(path)
     add_lora(more, r=4, alpha=8, targets=("q_proj", "v_proj", "o_proj"))
-    with pytest.raises(FormatError, match=r"missing tensor '.*o_proj\.lora_A\.weight'"):
+    with pytest.raises(InputError, match=r"missing tensor '.*o_proj\.lora_A\.weight'"):
         load_adapter(more, tmp_path / "ad")
     # a wrongly shaped tensor in the file, into a model without LoRA (nothing may be changed)
     tensors = load_file(tmp_path / "ad" / "adapter_model.safetensors")
@@ -227,7 +227,7 @@ def test_errors_name_the_tensor_or_field(tmp_path, ckpt):
     tensors[key] = torch.zeros(5, 4)
     save_file(tensors, tmp_path / "ad" / "adapter_model.safetensors")
     fresh, _ = load_policy(path)
-    with pytest.raises(FormatError, match=rf"'{key}' has shape \(5, 4\), expected \(32, 4\)"):
+    with pytest.raises(InputError, match=rf"'{key}' has shape \(5, 4\), expected \(32, 4\)"):
         load_adapter(fresh, tmp_path / "ad")
     assert not lora_layers(fresh)
     cfg_path = tmp_path / "ad" / "adapter_config.json"
@@ -237,7 +237,7 @@ def test_errors_name_the_tensor_or_field(tmp_path, ckpt):
                                   ("use_dora", True, "'use_dora' is True"),
                                   ("target_modules", ["qkv"], "target 'qkv' matches no linear layer")]:
         cfg_path.write_text(json.dumps({**cfg, field: value}))
-        with pytest.raises(FormatError, match=pattern):
+        with pytest.raises(InputError, match=pattern):
             load_adapter(fresh, tmp_path / "ad")
-    with pytest.raises(FormatError, match="adapter_config.json"):
+    with pytest.raises(InputError, match="adapter_config.json"):
         load_adapter(fresh, tmp_path / "nowhere")

@@ -16,7 +16,7 @@ from tokenizers import processors
 from checkpoints import randomise_
 from minigrpo.bpe import train_bpe
 from minigrpo.encoder import Encoder, EncoderConfig
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 from minigrpo.reward_model import RewardModel, load_reward_model, save_reward_model
 from minigrpo.train_rm import minilm_dir, roberta_tokenizer
 
@@ -191,29 +191,29 @@ def test_reward_rejects_wrong_weights():
 
 
 def test_load_errors(tmp_path):
-    """Not a reward model, no tokenizer, bad weights, a missing head tensor: FormatErrors that say so."""
+    """Not a reward model, no tokenizer, bad weights, a missing head tensor: InputErrors that say so."""
     save_reward_model(tiny_rm(), tmp_path / "rm")
     path = tmp_path / "rm"
     raw = json.loads((path / "config.json").read_text())
     (path / "config.json").write_text(json.dumps({**raw, "architectures": ["RobertaModel"]}))
-    with pytest.raises(FormatError, match="expected RobertaForSequenceClassification"):
+    with pytest.raises(InputError, match="expected RobertaForSequenceClassification"):
         load_reward_model(path)
     (path / "config.json").write_text(json.dumps({**raw, "minigrpo": {**raw["minigrpo"], "weights": [1, 2]}}))
-    with pytest.raises(FormatError, match="minigrpo.weights is \\[1, 2\\], expected 4 finite numbers"):
+    with pytest.raises(InputError, match="minigrpo.weights is \\[1, 2\\], expected 4 finite numbers"):
         load_reward_model(path)
     (path / "config.json").write_text(json.dumps({**raw, "minigrpo": {**raw["minigrpo"], "max_length": "long"}}))
-    with pytest.raises(FormatError, match="minigrpo.max_length is 'long', expected a positive integer"):
+    with pytest.raises(InputError, match="minigrpo.max_length is 'long', expected a positive integer"):
         load_reward_model(path)
     (path / "config.json").write_text(json.dumps(raw))
     state = load_file(str(path / "model.safetensors"))
     state.pop("classifier.out_proj.bias")
     save_file(state, str(path / "model.safetensors"))
-    with pytest.raises(FormatError, match="missing tensors \\['classifier.out_proj.bias'\\]"):
+    with pytest.raises(InputError, match="missing tensors \\['classifier.out_proj.bias'\\]"):
         load_reward_model(path)
     (path / "tokenizer.json").unlink()
-    with pytest.raises(FormatError, match="no tokenizer.json"):
+    with pytest.raises(InputError, match="no tokenizer.json"):
         load_reward_model(path)
-    with pytest.raises(FormatError, match="not found"):
+    with pytest.raises(InputError, match="not found"):
         load_reward_model(tmp_path / "nowhere")
 
 

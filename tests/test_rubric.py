@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minigrpo import rubric, world
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 
 CAR = "How do I steal a car?"
 PYTHON = "Quick question: how do I kill a python process?"
@@ -178,11 +178,11 @@ def test_lexicon_hygiene():
 
 
 def test_bad_input_is_named():
-    with pytest.raises(FormatError, match="response must be a string"):
+    with pytest.raises(InputError, match="response must be a string"):
         rubric.score(CAR, None)
-    with pytest.raises(FormatError, match="prompt must be a string"):
+    with pytest.raises(InputError, match="prompt must be a string"):
         rubric.score(3, "No.")
-    with pytest.raises(FormatError, match="kind is 'evil'"):
+    with pytest.raises(InputError, match="kind is 'evil'"):
         rubric.score(CAR, "No.", kind="evil")
 
 

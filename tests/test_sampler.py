@@ -7,7 +7,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from checkpoints import tiny_qwen_dir
-from minigrpo import FormatError, generate, load_policy, sequence_logprobs
+from minigrpo import generate, load_policy, sequence_logprobs
 from minigrpo.sampler import draw, filter_logits, sample_tokens
 
 VOCAB = 300
@@ -189,13 +189,13 @@ def test_strings_chat_and_texts(ckpt):
 
 
 def test_bad_prompts_are_named(ckpt):
-    """Out-of-vocabulary ids, empty prompts and bad settings raise FormatError naming the prompt or field."""
+    """Out-of-vocabulary ids, empty prompts and bad settings raise ValueError naming the prompt or field."""
     model, tok, _ = ckpt
-    with pytest.raises(FormatError, match=r"prompt 1: token 300 is not an id in \[0, 300\)"):
+    with pytest.raises(ValueError, match=r"prompt 1: token 300 is not an id in \[0, 300\)"):
         generate(model, tok, [[5, 6], [7, 300]])
-    with pytest.raises(FormatError, match="prompt 0: empty"):
+    with pytest.raises(ValueError, match="prompt 0: empty"):
         generate(model, tok, [[]])
-    with pytest.raises(FormatError, match="top_p = 0"):
+    with pytest.raises(ValueError, match="top_p = 0"):
         generate(model, tok, [[5]], top_p=0)
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from checkpoints import write_tokenizer
-from minigrpo import FormatError, load_tokenizer
+from minigrpo import InputError, load_tokenizer
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do I kill a Python process?"}]
 # The ChatML Jinja template (the shape of Qwen2.5's, tool calls left out), to check ours against transformers.
@@ -74,7 +74,7 @@ def test_matches_transformers_chat_template(tmp_path):
 def test_bad_message(tok_dir):
     """A message without role/content is an error naming its index."""
     tok = load_tokenizer(tok_dir)
-    with pytest.raises(FormatError, match="message 1"):
+    with pytest.raises(InputError, match="message 1"):
         tok.apply_chat_template([{"role": "user", "content": "hi"}, {"role": "user"}])
 
 
@@ -83,5 +83,5 @@ def test_tokenizer_config_unknown_pad(tok_dir):
     tc = json.loads((tok_dir / "tokenizer_config.json").read_text())
     tc["pad_token"] = "<pad>"
     (tok_dir / "tokenizer_config.json").write_text(json.dumps(tc))
-    with pytest.raises(FormatError, match="tokenizer_config.json.*<pad>"):
+    with pytest.raises(InputError, match="tokenizer_config.json.*<pad>"):
         load_tokenizer(tok_dir)

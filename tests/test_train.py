@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from checkpoints import tiny_qwen_hf
-from minigrpo import FormatError
+from minigrpo import InputError
 from minigrpo.base_policy import TokenizerConfig, train_tokenizer
 from minigrpo.cli import main
 from minigrpo.tokenizer import load_tokenizer
@@ -75,7 +75,7 @@ def test_resume_is_exact(setup, tmp_path):
 
 
 def test_batch_not_divisible_into_groups(setup, tmp_path):
-    with pytest.raises(FormatError, match="multiple of --group-size"):
+    with pytest.raises(InputError, match="multiple of --group-size"):
         from minigrpo.train import TrainConfig, train
         train(TrainConfig(policy=str(setup / "policy"), reward_model=str(setup / "rm"),
                           prompts=str(setup / "world" / "prompts_train.jsonl"), out=str(tmp_path), batch_size=10))

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minigrpo import cli
-from minigrpo.files import FormatError
+from minigrpo.errors import InputError
 from minigrpo.reward_model import load_reward_model
 from minigrpo.train_rm import (TrainRMConfig, aspect_metrics, average_ranks, minilm_dir, r2, spearman,
                                split_by_prompt, train_rm)
@@ -104,19 +104,19 @@ GOOD = {"prompt": "hi", "response": "hello", "scores": dict.fromkeys(ASPECTS, 0.
     ('{"prompt": "a", "response": "b", "scores": {"politeness": NaN}}', r"rm.jsonl:3: field 'scores.politeness' is nan"),
 ])
 def test_bad_data_names_line_and_field(tmp_path, line, message):
-    """A bad line is a FormatError naming the file, the line number and the field; nothing is written."""
+    """A bad line is a InputError naming the file, the line number and the field; nothing is written."""
     data = tmp_path / "rm.jsonl"
     data.write_text(json.dumps(GOOD) + "\n\n" + line + "\n" + json.dumps(GOOD) + "\n")
-    with pytest.raises(FormatError, match=message):
+    with pytest.raises(InputError, match=message):
         train_rm(TrainRMConfig(data=str(data), config="tiny", out=str(tmp_path / "out")))
     assert not (tmp_path / "out").exists()
 
 
 def test_empty_or_absent_file(tmp_path):
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(FormatError, match="empty.jsonl: no rows"):
+    with pytest.raises(InputError, match="empty.jsonl: no rows"):
         train_rm(TrainRMConfig(data=str(tmp_path / "empty.jsonl"), config="tiny", out=str(tmp_path / "o")))
-    with pytest.raises(FormatError, match="nothing.jsonl: file not found"):
+    with pytest.raises(InputError, match="nothing.jsonl: file not found"):
         train_rm(TrainRMConfig(data=str(tmp_path / "nothing.jsonl"), config="tiny", out=str(tmp_path / "o")))
 
 
@@ -126,7 +126,7 @@ def test_bad_flags(tmp_path):
                         ({"config": "base"}, "expected 'tiny'"), ({"config": "tiny", "val_frac": 1.0}, "--val-frac"),
                         ({"config": "tiny", "weights": "1,x"}, "--weights"),
                         ({"encoder": str(tmp_path / "none")}, "checkpoint directory not found")]:
-        with pytest.raises(FormatError, match=message):
+        with pytest.raises(InputError, match=message):
             train_rm(TrainRMConfig(data=str(data), out=str(tmp_path / "o"), **kw))
 
 
@@ -226,7 +226,7 @@ def test_metric_anchors():
 def test_split_holds_out_whole_prompts(prompts, frac, seed):
     """Every row is in exactly one split, no prompt is on both sides, and validation is never empty."""
     if len(set(prompts)) < 2:
-        with pytest.raises(FormatError, match="distinct prompt"):
+        with pytest.raises(InputError, match="distinct prompt"):
             split_by_prompt(prompts, frac, seed)
         return
     train, val = split_by_prompt(prompts, frac, seed)

@@ -9,7 +9,8 @@ import pytest
 
 from minigrpo import rubric, world
 from minigrpo.cli import main
-from minigrpo.files import FormatError, read_json, read_jsonl
+from minigrpo.errors import InputError
+from minigrpo.files import read_json, read_jsonl
 from minigrpo.world import WorldConfig, make_world
 
 SMALL = dict(train=60, test=15, ood=15, sft_per_prompt=2, rm_per_prompt=3)
@@ -181,5 +182,5 @@ def test_bad_config_is_a_clean_error(tmp_path, capsys, world_cli, flag, value, m
 
 
 def test_unknown_style_is_named():
-    with pytest.raises(FormatError, match="unknown response style 'rude'"):
+    with pytest.raises(InputError, match="unknown response style 'rude'"):
         world.style_parts("rude", world.TOPICS[0])

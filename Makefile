@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 ORACLES ?= tests/oracles.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow bench clean
+.PHONY: setup test test-slow clean figures
 
 setup:
 	test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
@@ -27,6 +27,10 @@ test-slow:
 
 clean:
 	rm -rf runs bench/out .pytest_cache .hypothesis
+
+# The course's figures, remade by the code in walkthrough/figures/ (tests run each at toy size).
+figures:
+	$(PY) walkthrough/make_figures.py
 
 # ---------------------------------------------------------------- the embedded world
 # `make train-small`: world → tokenizer → base policy (SFT) → reward model → GRPO → eval → report.

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "walkthrough").glob("*.md"))
+# chapters are NN_name.md, appendices A_name.md; README.md (the syllabus) is not a chapter
+CHAPTERS = sorted(p for p in (ROOT / "walkthrough").glob("*.md") if re.match(r"(\d\d|[A-Z])_", p.name))
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 QUOTE = re.compile(r"# from (minigrpo/[\w/]+\.py)\n")
 

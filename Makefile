@@ -22,6 +22,7 @@ setup:
 test:
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# opt-in slow checks (tests marked `slow`): the full train-small run against its goals, ~5 minutes
 test-slow:
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
 
@@ -56,7 +57,7 @@ EVAL_FLAGS :=
 endif
 # The paper's defaults of `minigrpo train` (G=4, beta 0, equal weights) but lr 3e-4 instead of 1e-4:
 # a LoRA on a 1 M-parameter model trained from scratch moves too little at 1e-4 in 150 steps
-# (README: "The embedded run" has the measured comparison).
+# (README: "The embedded world: make train-small" has the measured comparison).
 SMALL_TRAIN := --group-size 4 --lr 3e-4 --max-new-tokens 48 --max-prompt-len 64 --threads 2 --seed $(SEED)
 TRAIN_CMD = $(MG) train --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl $(SMALL_TRAIN) $(TRAIN_FLAGS)
 EVAL_CMD = $(MG) eval --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_test.jsonl,$(W)/prompts_ood.jsonl --max-new-tokens 48 --threads 2 $(EVAL_FLAGS)

@@ -1,6 +1,8 @@
 """minigrpo: multi-objective GRPO for safe and aligned generation (arXiv 2503.21819), from scratch.
 
 Data flows one way: prompts → sampler → rewards → advantages → loss → LoRA update.
+This is the reusable library; the embedded world it is taught and tested on lives apart, in
+`minigrpo.world`, and nothing here imports it.
 """
 from minigrpo.advantages import SafetyConstraint, group_advantages
 from minigrpo.encoder import load_encoder
@@ -12,4 +14,3 @@ from minigrpo.qwen import KVCache, Qwen, QwenConfig
 from minigrpo.reward_model import RewardModel, load_reward_model, save_reward_model
 from minigrpo.sampler import Rollout, generate, sequence_logprobs
 from minigrpo.tokenizer import ChatTokenizer, load_tokenizer
-from minigrpo.world import WorldConfig, make_world

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
 
 from minigrpo.errors import InputError
-from minigrpo.files import read_model_config
+from minigrpo.files import read_model_config, read_tensors, safetensors_names
 
 # our name inside a block → transformers' name inside `encoder.layer.{i}.`
 HF_NAMES = {
@@ -213,36 +212,20 @@ def read_encoder_config(path):
     ), arch
 
 
-def read_tensors(path, expected, prefix, ignore=IGNORED):
-    """Read `prefix + name` for each name → shape in `expected` from path/model.safetensors, strictly.
+def read_checkpoint(path, expected, prefix, ignore=IGNORED):
+    """{name: tensor} for each name → shape in `expected`, read as `prefix + name` from path/model.safetensors.
 
-    Returns {name: tensor}. Raises InputError naming a missing, unexpected or wrongly shaped
-    tensor; file names starting with `prefix + ignore[i]` are skipped.
+    Strict (files.read_tensors): a missing, unexpected or wrongly shaped tensor is an InputError
+    naming it; stored names starting with `ignore[i]`, after `prefix` is removed, are skipped.
     """
     file = path / "model.safetensors"
     if not file.is_file():
         hint = " (pytorch_model.bin is not read: convert it to safetensors)" if (path / "pytorch_model.bin").is_file() else ""
         raise InputError(f"{path}: no model.safetensors{hint}")
-    try:
-        f = safe_open(str(file), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
-    with f:
-        names = set(f.keys())
-        missing = [prefix + n for n in expected if prefix + n not in names]
-        if missing:
-            raise InputError(f"{file}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
-        known = {prefix + n for n in expected}
-        extra = sorted(n for n in names - known if not n.removeprefix(prefix).startswith(ignore))
-        if extra:
-            raise InputError(f"{file}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
-        out = {}
-        for name, shape in expected.items():
-            found = tuple(f.get_slice(prefix + name).get_shape())
-            if found != tuple(shape):
-                raise InputError(f"{file}: tensor '{prefix + name}' has shape {found}, expected {tuple(shape)}")
-            out[name] = f.get_tensor(prefix + name)
-    return out
+    stored = {n: file for n in safetensors_names(file)}
+    wanted = {prefix + n: shape for n, shape in expected.items()}
+    skip = [*ignore, *(prefix + i for i in ignore)]  # the classifier head has no prefix, the pooler has
+    return {n.removeprefix(prefix): t for n, t in read_tensors(file, stored, wanted, skip)}
 
 
 def load_encoder(path, dtype=torch.float32):
@@ -258,7 +241,7 @@ def load_encoder(path, dtype=torch.float32):
     cfg, arch = read_encoder_config(path)
     model = Encoder(cfg)
     ours = {hf_name(n): n for n, _ in model.named_parameters()}
-    tensors = read_tensors(path, {hf: model.get_parameter(n).shape for hf, n in ours.items()}, SUPPORTED[arch][1])
+    tensors = read_checkpoint(path, {hf: model.get_parameter(n).shape for hf, n in ours.items()}, SUPPORTED[arch][1])
     with torch.no_grad():
         for hf, n in ours.items():
             model.get_parameter(n).copy_(tensors[hf])

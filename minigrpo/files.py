@@ -1,4 +1,4 @@
-"""Reading and writing files safely: user-facing errors and all-or-nothing writes.
+"""Reading and writing files safely: strict readers with user-facing errors, and all-or-nothing writes.
 
 Every loader in minigrpo raises `InputError` (minigrpo/errors.py) for bad input, with a message
 that names the file, the field or tensor, what was found and what was expected. Every writer goes through
@@ -10,6 +10,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from safetensors import safe_open
 
 from minigrpo.errors import InputError
 
@@ -44,6 +46,61 @@ def read_model_config(path, supported):
     if arch is None:
         raise InputError(f"{cfg_path}: architectures {archs} is not supported; expected one of {sorted(supported)}")
     return raw, cfg_path, arch
+
+
+def open_safetensors(file):
+    """`safe_open` a safetensors file on the CPU, or raise InputError naming it."""
+    try:
+        return safe_open(str(file), framework="pt", device="cpu")
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def safetensors_names(file):
+    """The tensor names stored in one safetensors file."""
+    with open_safetensors(file) as f:
+        return list(f.keys())
+
+
+def _some(names):
+    names = sorted(names)
+    return f"{names[:5]}{' …' if len(names) > 5 else ''} ({len(names)} in all)"
+
+
+def read_tensors(where, files, expected, extra_ok=(), hint=None):
+    """Read each tensor of `expected` (name → shape) strictly; yield (name, tensor), one file at a time.
+
+    The one strict safetensors reader of the policy loader, the encoder / reward-model loader and
+    the LoRA adapter loader. `files` maps every stored tensor name to its file (one file, or the
+    shards of an index). Every check that needs no tensor data runs before anything is yielded:
+    InputError, naming `where` (the checkpoint), for a missing tensor or an unexpected one (names
+    starting with one of `extra_ok` may be present); then, per tensor, a wrong shape (read from
+    the header, before the data) or unreadable data names the file. `hint` is a dict of extra
+    sentences for "missing", "unexpected" and "shape" (a function of the tensor name).
+    Tensors come grouped by file, so a caller can place each before the next is read.
+    """
+    hint = hint or {}
+    missing = set(expected) - set(files)
+    if missing:
+        raise InputError(f"{where}: missing tensors {_some(missing)}{hint.get('missing', '')}")
+    extra = {n for n in set(files) - set(expected) if not n.startswith(tuple(extra_ok))}
+    if extra:
+        raise InputError(f"{where}: unexpected tensors {_some(extra)}{hint.get('unexpected', '')}")
+    by_file = {}
+    for name in expected:
+        by_file.setdefault(files[name], []).append(name)
+    for file, names in by_file.items():
+        with open_safetensors(file) as f:
+            for name in names:
+                found, want = tuple(f.get_slice(name).get_shape()), tuple(expected[name])
+                if found != want:
+                    more = hint["shape"](name) if "shape" in hint else ""
+                    raise InputError(f"{file}: tensor '{name}' has shape {found}, expected {want}{more}")
+                try:
+                    t = f.get_tensor(name)
+                except Exception as e:
+                    raise InputError(f"{file}: tensor '{name}' could not be read ({e}); is the file truncated?") from None
+                yield name, t
 
 
 @contextlib.contextmanager

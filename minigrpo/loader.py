@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 
 from minigrpo.errors import InputError
-from minigrpo.files import read_json, read_model_config
+from minigrpo.files import read_json, read_model_config, read_tensors, safetensors_names
 from minigrpo.qwen import Qwen, QwenConfig
 
 SUPPORTED = {"Qwen2ForCausalLM": "qwen2", "Qwen3ForCausalLM": "qwen3"}
@@ -90,15 +89,7 @@ def weight_files(path):
     single = path / "model.safetensors"
     if not single.is_file():
         raise InputError(f"{path}: no model.safetensors nor model.safetensors.index.json")
-    with _open(single) as f:
-        return {name: single for name in f.keys()}
-
-
-def _open(file):
-    try:
-        return safe_open(str(file), framework="pt", device="cpu")
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
+    return {name: single for name in safetensors_names(single)}
 
 
 def load_weights(model, path, dtype=None):
@@ -107,34 +98,18 @@ def load_weights(model, path, dtype=None):
     dtype None keeps each tensor's stored dtype; a dtype converts each tensor as it is read.
     Raises InputError for a missing, unexpected or wrongly shaped tensor, naming it.
     """
-    files = weight_files(path)
-    expected = dict(model.named_parameters(remove_duplicate=False))
+    expected = {n: p.shape for n, p in model.named_parameters(remove_duplicate=False)}
     tied = model.config.tie_word_embeddings
     if tied:
         expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(files))
-    if missing:
-        raise InputError(f"{path}: missing tensors {missing[:5]}{' …' if len(missing) > 5 else ''} ({len(missing)} in all)")
-    extra = sorted(n for n in set(files) - set(expected)
-                   if not n.endswith("rotary_emb.inv_freq") and not (tied and n == "lm_head.weight"))
-    if extra:
-        raise InputError(f"{path}: unexpected tensors {extra[:5]}{' …' if len(extra) > 5 else ''} ({len(extra)} in all)")
-    by_file = {}
-    for name in expected:
-        by_file.setdefault(files[name], []).append(name)
-    for file, names in by_file.items():
-        with _open(file) as f:
-            for name in names:
-                try:
-                    t = f.get_tensor(name)
-                except Exception as e:
-                    raise InputError(f"{file}: tensor '{name}' could not be read ({e}); is the file truncated?") from None
-                shape = tuple(expected[name].shape)
-                if tuple(t.shape) != shape:
-                    raise InputError(f"{file}: tensor '{name}' has shape {tuple(t.shape)}, expected {shape}")
-                module_name, _, attr = name.rpartition(".")
-                module = model.get_submodule(module_name)
-                module._parameters[attr] = torch.nn.Parameter(t if dtype is None else t.to(dtype), requires_grad=False)
+    files = weight_files(path)
+    if tied:  # a tied checkpoint may still store lm_head.weight; it is the embedding and is not read
+        files.pop("lm_head.weight", None)
+    files = {n: f for n, f in files.items() if not n.endswith("rotary_emb.inv_freq")}  # a buffer, recomputed
+    for name, t in read_tensors(path, files, expected):
+        module_name, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_name)
+        module._parameters[attr] = torch.nn.Parameter(t if dtype is None else t.to(dtype), requires_grad=False)
 
 
 def load_policy(path, dtype=None, device="cpu"):

@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from minigrpo.errors import InputError
-from minigrpo.files import atomic_dir, read_json
+from minigrpo.files import atomic_dir, read_json, read_tensors, safetensors_names
 
 PREFIX = "base_model.model."  # PEFT's prefix for the wrapped causal LM's parameter names
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -238,7 +238,6 @@ def load_adapter(model, path):
     them keeps working) and the file's α / rsLoRA set the scaling. Every check runs before the
     model is touched; a missing, unexpected or wrongly shaped tensor is named in the InputError.
     """
-    from safetensors import safe_open
     path = Path(path)
     cfg = read_adapter_config(path)
     file = path / "adapter_model.safetensors"
@@ -257,27 +256,10 @@ def load_adapter(model, path):
     for n, (i, o, r) in shapes.items():
         expected[f"{PREFIX}{n}.lora_A.weight"] = (r, i)
         expected[f"{PREFIX}{n}.lora_B.weight"] = (o, r)
-    try:
-        f = safe_open(str(file), framework="pt", device="cpu")
-    except Exception as e:
-        raise InputError(f"{file}: not a readable safetensors file ({e})") from None
-    with f:
-        keys = set(f.keys())
-        extra = sorted(keys - set(expected))
-        if extra:
-            raise InputError(f"{file}: unexpected tensor '{extra[0]}' ({len(extra)} in all): the model has no "
-                              f"LoRA layer '{extra[0].removeprefix(PREFIX).rsplit('.', 2)[0]}' (target mismatch)")
-        missing = sorted(set(expected) - keys)
-        if missing:
-            raise InputError(f"{file}: missing tensor '{missing[0]}' ({len(missing)} in all); "
-                              f"target_modules {cfg['targets']!r} select layers the file has no weights for")
-        tensors = {}
-        for key in sorted(expected):
-            t = f.get_tensor(key)
-            if tuple(t.shape) != expected[key]:
-                raise InputError(f"{file}: tensor '{key}' has shape {tuple(t.shape)}, expected {expected[key]} "
-                                  f"(rank r = {shapes[key.removeprefix(PREFIX).rsplit('.', 2)[0]][2]})")
-            tensors[key] = t
+    hint = {"unexpected": " that the model has no LoRA layer for (target mismatch)",
+            "missing": f": target_modules {cfg['targets']!r} select layers the file has no weights for",
+            "shape": lambda key: f" (rank r = {shapes[key.removeprefix(PREFIX).rsplit('.', 2)[0]][2]})"}
+    tensors = dict(read_tensors(file, {k: file for k in safetensors_names(file)}, expected, hint=hint))
     if not layers:
         add_lora(model, cfg["r"], cfg["alpha"], cfg["dropout"], cfg["targets"], cfg["rslora"])
         layers = lora_layers(model)

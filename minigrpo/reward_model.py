@@ -48,9 +48,13 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer
 from torch import nn
 
-from minigrpo.encoder import Encoder, hf_name, init_weights_, read_encoder_config, read_tensors
+from minigrpo.encoder import Encoder, hf_name, init_weights_, read_checkpoint, read_encoder_config
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_dir, read_json
+
+# The paper's four aspects, in its order: the one list every stage derives its names from
+# (train-rm's default --aspects, the world's rubric and data, the reports).
+ASPECTS = ("politeness", "meaningfulness", "actionability", "safety")
 
 TRUNCATION = "prompt from the left (keeps >= budget // 4 of it), then response from the right"
 
@@ -232,7 +236,7 @@ def load_reward_model(path, dtype=torch.float32):
     """Load a reward model saved by `save_reward_model` (or any RobertaForSequenceClassification regressor).
 
     Aspects come from the "minigrpo" block of config.json (else from id2label), default weights
-    from the same block (else equal). Loading is strict: see minigrpo/encoder.py's `read_tensors`.
+    from the same block (else equal). Loading is strict: see minigrpo/files.py's `read_tensors`.
     """
     path = Path(path)
     if not path.is_dir():
@@ -257,7 +261,7 @@ def load_reward_model(path, dtype=torch.float32):
         raise InputError(f"{cfg_path}: minigrpo.max_length is {max_length!r}, expected a positive integer")
     rm = RewardModel(Encoder(enc_cfg), load_tokenizer_file(path), aspects, weights, max_length)
     names = hf_state_names(rm)
-    tensors = read_tensors(path, {hf: rm.get_parameter(n).shape for n, hf in names.items()}, "",
+    tensors = read_checkpoint(path, {hf: rm.get_parameter(n).shape for n, hf in names.items()}, "",
                            ignore=("roberta.pooler.", "roberta.embeddings.position_ids", "roberta.embeddings.token_type_ids"))
     with torch.no_grad():
         for n, hf in names.items():

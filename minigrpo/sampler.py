@@ -48,13 +48,6 @@ class Rollout:
     texts: Optional[list]  # N decoded completions (EOS left out); None when no tokenizer was given
     num_samples: int  # G
 
-    def input_ids(self):
-        """Prompt and completion side by side (N, T), as `sequence_logprobs` feeds them to the model."""
-        return torch.cat([self.prompt_ids, self.completion_ids], 1)  # (N, T)
-
-    def attention_mask(self):
-        return torch.cat([self.prompt_mask, self.completion_mask], 1)  # (N, T)
-
 
 def prompt_token_lists(prompts, tokenizer, chat, vocab_size):
     """Token-id lists of the prompts: strings are encoded (as a user chat turn with `chat`), lists kept."""

@@ -6,7 +6,12 @@ reward model → group advantages → clipped policy-gradient loss → LoRA upda
 The paper's settings are the defaults: G = 4, lr 1e-4, no KL (beta 0), equal aspect weights,
 R = Σ_k w_k r_k, A = (R − mean_group) / std_group. Where we depart from it, or choose where it is
 silent:
-  1. The optimiser is AdamW (the paper does not name one; TRL's default), gradients clipped at 1.
+  1. The optimiser is torch's AdamW with its defaults (betas 0.9 / 0.999, eps 1e-8, weight decay
+     0.01) at a constant learning rate, gradients clipped at norm 1. The paper names no optimiser.
+     TRL's GRPOTrainer inherits transformers' TrainingArguments instead: weight decay 0.0 and a
+     linearly decaying lr. We keep the lr constant so that steps of a run, and runs of different
+     lengths, are comparable, and a resumed or extended run needs no schedule state; the 0.01
+     decay is torch's default, kept rather than chosen (on LoRA weights it is a mild pull to 0).
   2. `inner_iters` > 1 reuses a batch of samples for several updates (GRPO's μ); the old-policy
      log-probs are then the sampler's own (the same policy at sampling time, cached). With
      `inner_iters` = 1 they are the detached current log-probs, so the ratio is exactly 1 (TRL).
@@ -113,6 +118,33 @@ def prompt_batch(n_prompts, B, step, seed):
     return order[k * B:(k + 1) * B].tolist()
 
 
+class StepStats:
+    """`grpo_loss`'s statistics over a whole step: every micro-batch of every inner iteration.
+
+    Token statistics (clip fractions, ratio_mean, kl) are token-weighted, adv_mean is weighted by
+    sequences, and `tokens` is the completion tokens of the step's batch (not counted once per
+    inner iteration).
+    """
+
+    def __init__(self):
+        self.sums, self.tokens, self.sequences = {}, 0.0, 0
+
+    def add(self, stats, sequences):
+        n = stats["tokens"]
+        for k, v in stats.items():
+            if k not in ("tokens", "adv_mean"):
+                self.sums[k] = self.sums.get(k, 0.0) + v * n
+        self.sums["adv_mean"] = self.sums.get("adv_mean", 0.0) + stats["adv_mean"] * sequences
+        self.tokens += n
+        self.sequences += sequences
+
+    def means(self, inner_iters):
+        out = {k: v / max(self.tokens, 1) for k, v in self.sums.items() if k != "adv_mean"}
+        out["adv_mean"] = self.sums["adv_mean"] / max(self.sequences, 1)
+        out["tokens"] = self.tokens / inner_iters
+        return out
+
+
 def check_finite(step, **tensors):
     """Stop with the step and the statistic that went bad, rather than train on NaN."""
     for name, t in tensors.items():
@@ -193,6 +225,7 @@ def train(cfg):
         N, C = ro.completion_ids.shape
         mb = cfg.micro_batch or N
         total_tokens = ro.completion_mask.sum()
+        step_loss, step_stats = 0.0, StepStats()
         for _ in range(cfg.inner_iters):
             opt.zero_grad(set_to_none=True)
             for s in range(0, N, mb):
@@ -212,16 +245,18 @@ def train(cfg):
                 check_finite(step + 1, loss=loss, logprobs=logp)
                 share = 1.0 if cfg.loss_type == "dapo" else logp.shape[0] / N  # see note 3 above
                 (loss * share).backward()
+                step_loss += loss.item() * share / cfg.inner_iters  # the step's objective, averaged over inner iterations
+                step_stats.add(stats, sequences=logp.shape[0])
             grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             check_finite(step + 1, grad_norm=grad_norm)
             opt.step()
         t3 = time.time()
         # ------------------------------------------------------------ log
         lengths = ro.completion_mask.sum(1).float()  # (N,)
-        row = {"step": step + 1, "loss": loss.item(), "grad_norm": grad_norm.item(),
+        row = {"step": step + 1, "loss": step_loss, "grad_norm": grad_norm.item(),
                "adv_std": adv.std().item(), "adv_min": adv.min().item(), "adv_max": adv.max().item(),
                "rm_truncated": rm.last_truncated,
-               **diag, **{f"loss/{k}": v for k, v in stats.items()},
+               **diag, **{f"loss/{k}": v for k, v in step_stats.means(cfg.inner_iters).items()},
                "reward": (scores @ weights).mean().item(),
                **{f"score/{a}": scores[:, k].mean().item() for k, a in enumerate(rm.aspects)},
                "completion_len": lengths.mean().item(), "frac_truncated": (~ro.finished).float().mean().item(),

@@ -45,9 +45,8 @@ from minigrpo.bpe import train_bpe
 from minigrpo.encoder import Encoder, EncoderConfig, count_params, init_weights_, load_encoder
 from minigrpo.errors import InputError
 from minigrpo.files import iter_jsonl
-from minigrpo.reward_model import RewardModel, load_tokenizer_file, save_reward_model
+from minigrpo.reward_model import ASPECTS, RewardModel, load_tokenizer_file, save_reward_model
 
-ASPECTS = "politeness,meaningfulness,actionability,safety"
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, ids 0..4 in RoBERTa's order
 # --config tiny: sized so that ~7k short pairs train for a few epochs in about a minute on 2 CPU cores
 TINY = dict(hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256)
@@ -60,7 +59,7 @@ class TrainRMConfig:
     out: str = field(metadata={"help": "output directory (written only when training succeeds)"})
     encoder: Optional[str] = field(default=None, metadata={"help": "pretrained encoder directory, or 'minilm'"})
     config: Optional[str] = field(default=None, metadata={"help": "'tiny': train a BPE and a small encoder from scratch"})
-    aspects: str = field(default=ASPECTS, metadata={"help": "comma-separated aspect names (the K outputs)"})
+    aspects: str = field(default=",".join(ASPECTS), metadata={"help": "comma-separated aspect names (the K outputs)"})
     weights: str = field(default="", metadata={"help": "reward weights saved with the model, comma-separated in aspect order ('': 1 each)"})
     val_frac: float = field(default=0.1, metadata={"help": "fraction of distinct prompts held out for validation"})
     epochs: int = field(default=5, metadata={"help": "passes over the training pairs"})

@@ -1,6 +1,5 @@
 """Shared test settings: hypothesis profiles and the `slow` opt-in marker."""
 import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,8 +12,6 @@ settings.register_profile(
     "thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 def pytest_collection_modifyitems(config, items):

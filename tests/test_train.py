@@ -8,7 +8,7 @@ import torch
 
 from checkpoints import tiny_qwen_hf
 from minigrpo import InputError
-from minigrpo.base_policy import TokenizerConfig, train_tokenizer
+from minigrpo.world.base_policy import TokenizerConfig, train_tokenizer
 from minigrpo.cli import main
 from minigrpo.tokenizer import load_tokenizer
 from minigrpo.world import WorldConfig, make_world
@@ -115,3 +115,25 @@ def test_csv_prompts(setup, tmp_path):
             "--steps", "1", "--batch-size", "8", "--max-new-tokens", "4", "--lora-r", "2"]
     assert main(args) == 0
     assert len(_rows(tmp_path / "r")) == 1
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_logged_loss_statistics_cover_the_whole_step(setup, tmp_path, loss_type):
+    """With micro-batches and inner iterations, the logged loss and loss/* are those of the whole step.
+
+    Token statistics are token-weighted over every micro-batch and inner iteration, so splitting
+    the batch into micro-batches (which adds up to the same gradients for grpo and dapo) must log
+    the same numbers, and loss/tokens is the completion tokens of the whole batch.
+    """
+    runs = {}
+    for mb in ("8", "2"):
+        out = tmp_path / f"mb{mb}"
+        assert _train(setup, out, "--steps", "1", "--micro-batch", mb, "--inner-iters", "3",
+                      "--loss-type", loss_type, "--lr", "5e-2") == 0
+        runs[mb] = _rows(out)[0]
+    whole, split = runs["8"], runs["2"]
+    assert split["loss/tokens"] == pytest.approx(whole["completion_len"] * 8)
+    assert split["loss/clip_total"] > 0  # inner iterations 2 and 3 move the ratio off 1
+    for k in ("loss", "loss/kl", "loss/clip_total", "loss/clip_low", "loss/clip_high", "loss/ratio_mean",
+              "loss/adv_mean", "loss/tokens"):
+        assert split[k] == pytest.approx(whole[k], rel=1e-4, abs=1e-6), k

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from minigrpo import rubric, world
+from minigrpo.world import generator as world, lexicon, rubric
 from minigrpo.cli import main
 from minigrpo.errors import InputError
 from minigrpo.files import read_json, read_jsonl
@@ -51,7 +51,7 @@ def test_splits_are_disjoint_and_held_out_topics_never_leak(w):
     _, rows, _ = w
     texts = {s: {r["prompt"] for r in rows[f"prompts_{s}"]} for s in ("train", "test", "ood")}
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["ood"] and not texts["test"] & texts["ood"]
-    held = [t for t in world.TOPICS if t.ood]
+    held = [t for t in lexicon.TOPICS if t.ood]
     assert {r["topic"] for r in rows["prompts_ood"]} == {t.name for t in held}
     leaks = [re.escape(x.lower()) for t in held for x in t.requests + (t.about,) + t.steps]
     pattern = re.compile("|".join(leaks))
@@ -68,7 +68,7 @@ def test_prompt_rows(w):
     for split, n in (("train", 300), ("test", 75), ("ood", 75)):
         rs = rows[f"prompts_{split}"]
         assert len(rs) == n
-        assert [sum(r["kind"] == k for r in rs) for k in world.KINDS] == [n // 3] * 3
+        assert [sum(r["kind"] == k for r in rs) for k in lexicon.KINDS] == [n // 3] * 3
         for r in rs:
             assert r["split"] == split and rubric.prompt_kind(r["prompt"]) == r["kind"]
             assert len(r["prompt"].split()) <= 16 and r["prompt"].isascii()
@@ -92,14 +92,14 @@ def test_base_policy_mix_as_the_rubric_sees_it(w):
     unsafe = sum(rubric.score(r["prompt"], r["response"])["safety"] < 0.5 for r in harm) / len(harm)
     refused = sum(rubric.is_refusal(r["response"]) for r in risky) / len(risky)
     assert abs(unsafe - 0.5) < 0.06 and abs(refused - 0.4) < 0.06, (unsafe, refused)
-    assert {r["style"] for r in rows["sft"]} == set(world.STYLES)
+    assert {r["style"] for r in rows["sft"]} == set(lexicon.STYLES)
 
 
 def test_rm_rows_cover_every_style_and_kind_with_noisy_rubric_labels(w):
     _, rows, info = w
     rm = rows["rm"]
     seen = {(r["kind"], r["style"]) for r in rm}
-    assert {(k, s) for k in world.KINDS for s in world.STYLES + world.EDITS} <= seen
+    assert {(k, s) for k in lexicon.KINDS for s in lexicon.STYLES + lexicon.EDITS} <= seen
     diffs = []
     for r in rm:
         assert set(r["scores"]) == set(rubric.ASPECTS) and all(0 <= v <= 1 for v in r["scores"].values())
@@ -121,7 +121,7 @@ def test_world_json(w):
     for split in ("train", "test", "ood"):
         assert sum(info["counts"][f"prompts_{split}"].values()) == len(rows[f"prompts_{split}"])
     assert info["counts"]["sft"] == len(rows["sft"]) and info["counts"]["rm"] == len(rows["rm"])
-    assert info["held_out"]["harmful"]["topics"] == [t.name for t in world.TOPICS if t.kind == "harmful" and t.ood]
+    assert info["held_out"]["harmful"]["topics"] == [t.name for t in lexicon.TOPICS if t.kind == "harmful" and t.ood]
     assert info["config"]["seed"] == info["seed"] == 0
 
 
@@ -144,7 +144,7 @@ def test_ideal_style_wins_the_sum_and_safety_alone_cannot_tell(w):
     for ood in (False, True):
         table = world.style_table(seed=1, per_topic=10, ood=ood)
         for kind, row in table.items():
-            best = world.IDEAL[kind]
+            best = lexicon.IDEAL[kind]
             runner_up = max(m["sum"] for s, m in row.items() if s != best)
             assert row[best]["sum"] > runner_up + 0.3, (kind, ood)
             if kind != "harmful":
@@ -153,7 +153,7 @@ def test_ideal_style_wins_the_sum_and_safety_alone_cannot_tell(w):
 
 
 def test_docstring_table_is_current():
-    """The style table quoted in world.py's docstring is what style_table(seed=0) computes."""
+    """The style table quoted in generator.py's docstring is what style_table(seed=0) computes."""
     assert "\n".join(world.format_table(world.style_table(0))) in world.__doc__
 
 
@@ -183,4 +183,4 @@ def test_bad_config_is_a_clean_error(tmp_path, capsys, world_cli, flag, value, m
 
 def test_unknown_style_is_named():
     with pytest.raises(InputError, match="unknown response style 'rude'"):
-        world.style_parts("rude", world.TOPICS[0])
+        lexicon.style_parts("rude", lexicon.TOPICS[0])

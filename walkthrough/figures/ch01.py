@@ -8,8 +8,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from minigrpo.rubric import ASPECTS  # noqa: E402
-from minigrpo.world import KINDS, STYLES, style_table  # noqa: E402
+from minigrpo.reward_model import ASPECTS  # noqa: E402
+from minigrpo.world.generator import style_table  # noqa: E402
+from minigrpo.world.lexicon import KINDS, STYLES  # noqa: E402
 
 
 def make(out_dir, toy=False):

@@ -17,7 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from minigrpo.world import KINDS, SFT_MIX, STYLES, style_table  # noqa: E402
+from minigrpo.world.generator import style_table  # noqa: E402
+from minigrpo.world.lexicon import KINDS, SFT_MIX, STYLES  # noqa: E402
 
 
 def exact_variance(pi, R, b):

@@ -17,8 +17,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from minigrpo import group_advantages, rubric  # noqa: E402
-from minigrpo.world import KINDS, SFT_MIX, STYLES, TOPICS, WorldConfig, build_prompts, respond, style_table  # noqa: E402
+from minigrpo import group_advantages  # noqa: E402
+from minigrpo.world import rubric  # noqa: E402
+from minigrpo.world.generator import WorldConfig, build_prompts, style_table  # noqa: E402
+from minigrpo.world.lexicon import KINDS, SFT_MIX, STYLES, TOPICS, respond  # noqa: E402
 
 GS = (2, 4, 8, 16)
 

@@ -20,6 +20,9 @@ SUBCOMMANDS = {
     "tokenizer": ("minigrpo.base_policy", "TokenizerConfig", "train_tokenizer", "train the embedded world's BPE tokenizer"),
     "sft": ("minigrpo.base_policy", "SFTConfig", "train_sft", "train the tiny Qwen2 base policy by SFT"),
     "train-rm": ("minigrpo.train_rm", "TrainRMConfig", "train_rm", "train the multi-aspect reward model"),
+    "ppo": ("minigrpo.train_ppo", "PPOConfig", "ppo", "PPO with a LoRA critic: the RLHF baseline GRPO drops the critic from"),
+    "dpo": ("minigrpo.train_dpo", "DPOConfig", "dpo", "DPO on pairs the reward model labels: the offline baseline"),
+    "compare": ("minigrpo.compare", "CompareConfig", "compare", "write compare.md: outcome and cost of GRPO, PPO, DPO"),
 }
 
 

@@ -162,3 +162,70 @@ def test_explained_variance():
     m = torch.tensor([[1, 1, 1, 0]])
     assert explained_variance(ret, ret, m) == pytest.approx(1.0)
     assert explained_variance(torch.full_like(ret, 2.0), ret, m) == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ `minigrpo ppo` end to end at toy size
+import json  # noqa: E402
+
+from minigrpo.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    from toy_world import build
+    return build(tmp_path_factory.mktemp("ppo"))
+
+
+def _ppo(toy, out, *extra):
+    return main(["ppo", "--policy", str(toy / "policy"), "--reward-model", str(toy / "rm"),
+                 "--prompts", str(toy / "world" / "prompts_train.jsonl"), "--out", str(out), "--batch-size", "4",
+                 "--minibatches", "2", "--ppo-epochs", "2", "--max-new-tokens", "8", "--max-prompt-len", "64",
+                 "--lora-r", "4", "--lr", "1e-2", "--seed", "1", *extra])
+
+
+def _rows(out):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ppo_runs_and_saves_peft_adapter(toy, tmp_path):
+    """Two PPO steps log their metrics, write cost.json with three models, and save an adapter peft loads."""
+    from toy_world import assert_peft_loads
+    out = tmp_path / "run"
+    assert _ppo(toy, out, "--steps", "2") == 0
+    rows = _rows(out)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("loss", "pg_loss", "vf_loss", "kl", "reward", "clipfrac", "explained_var", "score/safety", "time_update"):
+        assert key in rows[0], key
+    cost = json.loads((out / "cost.json").read_text())
+    assert cost["completions"] == 8 and len(cost["models_in_memory"]) == 3
+    # with G = 1, sampling passes each rollout's T = Σ(P + C) real tokens once; then reference + old values (2T),
+    # then 2 epochs × (policy + critic) forward (4T) and backward (4T): forward 7T, backward 4T
+    assert cost["backward_tokens"] > 0 and 4 * cost["forward_tokens"] == 7 * cost["backward_tokens"]
+    assert (out / "critic" / "value_head.pt").is_file() and (out / "critic" / "adapter" / "adapter_config.json").is_file()
+    assert_peft_loads(toy / "policy", out / "adapter")
+
+
+def test_ppo_resume_is_exact(toy, tmp_path):
+    """Stopping after step 2 and resuming gives the same steps 3–4, adapter and token counts as one run."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _ppo(toy, full, "--steps", "4", "--save-every", "2") == 0
+    assert _ppo(toy, cut, "--steps", "2", "--save-every", "2") == 0
+    assert _ppo(toy, cut, "--steps", "4", "--save-every", "2", "--resume") == 0
+    a, b = _rows(full), _rows(cut)
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "reward", "vf_loss", "kl", "completion_len"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-5, abs=1e-7), (ra["step"], k)
+    from safetensors.torch import load_file
+    wa, wb = load_file(full / "adapter" / "adapter_model.safetensors"), load_file(cut / "adapter" / "adapter_model.safetensors")
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+    ca, cb = (json.loads((d / "cost.json").read_text()) for d in (full, cut))
+    assert (ca["forward_tokens"], ca["backward_tokens"], ca["completions"]) == (cb["forward_tokens"], cb["backward_tokens"], cb["completions"])
+
+
+def test_ppo_bad_minibatches(toy, tmp_path, capsys):
+    """A batch that does not split into minibatches is refused, naming both flags."""
+    assert _ppo(toy, tmp_path / "r", "--steps", "1", "--minibatches", "3") == 2
+    assert "--minibatches" in capsys.readouterr().err

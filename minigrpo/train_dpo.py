@@ -43,6 +43,7 @@ class DPOConfig:
     prompt_column: Optional[str] = field(default=None, metadata={"help": "CSV column holding the prompt"})
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
     dtype: Optional[str] = field(default=None, metadata={"help": "float32 / bfloat16 (default: the checkpoint's)"})
+    max_prompts: int = field(default=0, metadata={"help": "use the first N prompts only (0: all): sets the sampling budget N·G"})
     group_size: int = field(default=8, metadata={"help": "samples per prompt G from which a pair is picked"})
     sample_batch: int = field(default=8, metadata={"help": "prompts per sampling call"})
     epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
@@ -134,6 +135,9 @@ def dpo(cfg):
     rm = load_reward_model(cfg.reward_model).to(cfg.device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
+    if cfg.max_prompts < 0:
+        raise InputError(f"--max-prompts {cfg.max_prompts}: expected 0 (all) or a positive count")
+    prompts = prompts[:cfg.max_prompts or len(prompts)]
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     cost, start, metrics = Cost(), 0, []

@@ -28,7 +28,7 @@ def test_dpo_loss_naive(x, beta):
     loss, stats = dpo_loss(pc, pr, rc, rr, beta=beta)
     terms, wins = [], 0
     for a, b, c, d in zip(pc.tolist(), pr.tolist(), rc.tolist(), rr.tolist()):
-        z = beta * ((a - b) - (c - d))
+        z = beta * (a - c) - beta * (b - d)  # eq. 7 as written: β log π/π_ref (y_w) − β log π/π_ref (y_l)
         terms.append(math.log1p(math.exp(-z)) if z > -30 else -z + math.log1p(math.exp(z)))
         wins += z > 0
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-9, abs=1e-12)

@@ -97,3 +97,49 @@ $(RUN)/ablation.md: $(RUN)/eval/base/eval.json $(RUN)/eval/grpo/eval.json $(RUN)
 	$(MG) report --evals base=$(RUN)/eval/base,multi_aspect=$(RUN)/eval/grpo,safety_only=$(RUN)/eval/safety_only,gdpo=$(RUN)/eval/gdpo \
 		--metrics multi_aspect=$(RUN)/grpo/metrics.jsonl,safety_only=$(RUN)/safety_only/metrics.jsonl,gdpo=$(RUN)/gdpo/metrics.jsonl \
 		--title "minigrpo ablation-small ($(SMALL))" --out $(RUN)/ablation.md
+
+# ---------------------------------------------------------------- GRPO vs PPO vs DPO (issue #12)
+# `make compare-small`: the same world, base, reward model and LoRA rank; each method samples the same
+# number of completions from the policy (GRPO 150 steps × 32; PPO 150 rollouts × 32 prompts × 1;
+# DPO 600 prompts × G = 8 from the base). Each run goes through `python -m minigrpo.measure`, a fresh
+# process that records wall time and peak RSS; `minigrpo compare` writes $(RUN)/compare.md + .png.
+# `make compare-sweep-small` is the lr sweep (LRS) of the three methods, apart: it does not fit the budget.
+CMP := $(RUN)/compare
+MEASURE := $(PY) -m minigrpo.measure
+LRS ?= 1e-4 3e-4 1e-3
+ifeq ($(SMALL),ci)
+PPO_FLAGS := --steps 3 --batch-size 16 --minibatches 2 --save-every 2
+DPO_FLAGS := --max-prompts 24 --group-size 2 --batch-size 4
+else
+PPO_FLAGS := --steps 150 --batch-size 32 --minibatches 4 --save-every 50
+DPO_FLAGS := --group-size 8 --epochs 2 --batch-size 16
+endif
+CMP_COMMON := --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl --max-new-tokens 48 \
+	--max-prompt-len 64 --threads 2 --seed $(SEED)
+CMP_LR ?= 3e-4
+empty :=
+space := $(empty) $(empty)
+comma := ,
+# the sub-command of a run named METHOD or METHOD-lrLR
+define METHOD_CMD
+$(if $(filter grpo,$(1)),train $(CMP_COMMON) --group-size 4 $(TRAIN_FLAGS),$(if $(filter ppo,$(1)),ppo $(CMP_COMMON) $(PPO_FLAGS),dpo $(CMP_COMMON) $(DPO_FLAGS)))
+endef
+SWEEP := $(foreach m,grpo ppo dpo,$(foreach lr,$(LRS),$(m)-lr$(lr)))
+
+.PHONY: compare-small compare-sweep-small
+.PRECIOUS: $(CMP)/%/process.json $(CMP)/eval/%/eval.json
+compare-small: $(RUN)/compare.md
+	@cat $(RUN)/compare.md
+$(CMP)/%/process.json: $(RUN)/base/model.safetensors $(RUN)/rm/config.json
+	$(MEASURE) $@ $(call METHOD_CMD,$(firstword $(subst -, ,$*))) --lr $(CMP_LR) --out $(CMP)/$*
+$(CMP)/eval/%/eval.json: $(CMP)/%/process.json
+	$(EVAL_CMD) --adapter $(CMP)/$*/adapter --out $(CMP)/eval/$*
+$(RUN)/compare.md: $(RUN)/eval/base/eval.json $(CMP)/eval/grpo/eval.json $(CMP)/eval/ppo/eval.json $(CMP)/eval/dpo/eval.json
+	$(MG) compare --evals base=$(RUN)/eval/base,grpo=$(CMP)/eval/grpo,ppo=$(CMP)/eval/ppo,dpo=$(CMP)/eval/dpo \
+		--runs grpo=$(CMP)/grpo,ppo=$(CMP)/ppo,dpo=$(CMP)/dpo --title "minigrpo compare-small ($(SMALL))" --out $@
+
+compare-sweep-small: $(RUN)/eval/base/eval.json
+	for r in $(SWEEP); do $(MAKE) --no-print-directory $(CMP)/sweep/eval/$$r/eval.json CMP=$(CMP)/sweep CMP_LR=$${r#*-lr} || exit 1; done
+	$(MG) compare --evals base=$(RUN)/eval/base,$(subst $(space),$(comma),$(foreach r,$(SWEEP),$(r)=$(CMP)/sweep/eval/$(r))) \
+		--runs $(subst $(space),$(comma),$(foreach r,$(SWEEP),$(r)=$(CMP)/sweep/$(r))) \
+		--title "minigrpo compare-sweep-small ($(SMALL)): lr $(LRS)" --out $(RUN)/compare_sweep.md

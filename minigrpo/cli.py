@@ -11,10 +11,13 @@ import dataclasses
 import sys
 import typing
 
+from minigrpo.compare import CompareConfig, compare
 from minigrpo.errors import InputError
 from minigrpo.evaluate import EvalConfig, SampleConfig, evaluate, sample
 from minigrpo.report import ReportConfig, report
 from minigrpo.train import TrainConfig, train
+from minigrpo.train_dpo import DPOConfig, dpo
+from minigrpo.train_ppo import PPOConfig, ppo
 from minigrpo.train_rm import TrainRMConfig, train_rm
 from minigrpo.world.base_policy import SFTConfig, TokenizerConfig, train_sft, train_tokenizer
 from minigrpo.world.generator import WorldConfig, make_world
@@ -29,6 +32,9 @@ SUBCOMMANDS = {
     "tokenizer": (TokenizerConfig, train_tokenizer, "train the embedded world's BPE tokenizer"),
     "sft": (SFTConfig, train_sft, "train the embedded world's tiny Qwen2 base policy by SFT"),
     "train-rm": (TrainRMConfig, train_rm, "train the multi-aspect reward model"),
+    "ppo": (PPOConfig, ppo, "PPO with a LoRA critic: the RLHF baseline GRPO drops the critic from"),
+    "dpo": (DPOConfig, dpo, "DPO on pairs the reward model labels: the offline baseline"),
+    "compare": (CompareConfig, compare, "write compare.md: outcome and cost of GRPO, PPO, DPO"),
 }
 
 

@@ -257,11 +257,12 @@ class Qwen(nn.Module):
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0, hidden=False):
         """Logits for `input_ids` (B, T); `attention_mask` (B, T) is 1 for real tokens, 0 for padding.
 
         With a `cache`, the tokens are appended after the cached ones and attend to them.
         `logits_to_keep=n` computes logits for the last n positions only (0: all).
+        `hidden=True` returns the final normed hidden states (B, T, H) instead (a critic's input).
         """
         B, T = input_ids.shape
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()  # (B, T)
@@ -280,6 +281,8 @@ class Qwen(nn.Module):
             cache.advance(mask)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
+        if hidden:
+            return self.model.norm(x)  # (B, T, H)
         return self.lm_head(self.model.norm(x)).float()  # (B, T, V)
 
     def step(self, tokens, live, cache):

@@ -6,28 +6,15 @@ import json
 import pytest
 import torch
 
-from checkpoints import tiny_qwen_hf
+import toy_world
 from minigrpo import InputError
-from minigrpo.world.base_policy import TokenizerConfig, train_tokenizer
 from minigrpo.cli import main
-from minigrpo.tokenizer import load_tokenizer
-from minigrpo.world import WorldConfig, make_world
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """World prompts, a tokenizer, a transformers-saved random Qwen2 and a 1-epoch tiny reward model."""
-    d = tmp_path_factory.mktemp("train")
-    make_world(WorldConfig(out=str(d / "world"), train=12, test=6, ood=6, sft_per_prompt=2, rm_per_prompt=4))
-    train_tokenizer(TokenizerConfig(data=f"{d}/world/sft.jsonl,{d}/world/rm.jsonl", out=str(d / "tok"), vocab_size=400))
-    tok = load_tokenizer(d / "tok")
-    hf = tiny_qwen_hf(vocab_size=tok.vocab_size, hidden_size=32, heads=4, kv_heads=2, seed=3)
-    hf.save_pretrained(d / "policy")
-    for f in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
-        (d / "policy" / f).write_bytes((d / "tok" / f).read_bytes())
-    assert main(["train-rm", "--data", f"{d}/world/rm.jsonl", "--config", "tiny", "--out", str(d / "rm"),
-                 "--epochs", "1", "--seed", "0"]) == 0
-    return d
+    return toy_world.build(tmp_path_factory.mktemp("train"))
 
 
 def _train(setup, out, *extra):

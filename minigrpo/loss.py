@@ -37,6 +37,8 @@ def kl_k3(logp, ref_logp):
     """Schulman's k3 estimator of KL(π‖π_ref) per token: exp(d) − d − 1, d = ref_logp − logp.
 
     Written as expm1(d) − d, the same value without exp(d) − 1's cancellation for small d. ≥ 0.
+    Its value estimates KL(π‖π_ref) on samples of π, but as a loss term its expected gradient is
+    that of KL(π_ref‖π), the other direction (walkthrough chapter 6 measures it); TRL's is the same.
     """
     d = ref_logp - logp  # (N, C)
     return torch.expm1(d) - d  # (N, C)

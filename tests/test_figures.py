@@ -9,6 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "walkthrough"))
 import make_figures  # noqa: E402
 
+# Chapters run tiny models: one thread is faster, and never waits for a second core busy elsewhere.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SCRIPTS = make_figures.scripts()
 CHAPTERS = sorted(p for p in (ROOT / "walkthrough").glob("*.md") if re.match(r"(\d\d|[A-Z])_", p.name))
 IMAGE = re.compile(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)")

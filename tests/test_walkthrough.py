@@ -15,6 +15,9 @@ CHAPTERS = sorted(p for p in (ROOT / "walkthrough").glob("*.md") if re.match(r"(
 BLOCK = re.compile(r"```python\n(.*?)```", re.S)
 QUOTE = re.compile(r"# from (minigrpo/[\w/]+\.py)\n")
 
+# Chapters run tiny models: one thread is faster, and never waits for a second core busy elsewhere.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def blocks(chapter):
     return BLOCK.findall(chapter.read_text(encoding="utf-8"))

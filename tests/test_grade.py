@@ -2,6 +2,7 @@
 import importlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,9 @@ def test_solutions_pass():
     """Against the reference, graded exercises print ✓ with their number of checks and the exit status is 0."""
     out = grade("--solutions", "--ex", "kl_k3,dual_ascent_step")
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.splitlines() == ["✓ kl_k3 (ch. 6): done (4 checks)", "✓ dual_ascent_step (ch. 12): done (4 checks)"]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and re.fullmatch(r"✓ kl_k3 \(ch\. 6\): done \(\d+ checks\)", lines[0]), lines
+    assert re.fullmatch(r"✓ dual_ascent_step \(ch\. 12\): done \(\d+ checks\)", lines[1]), lines
 
 
 def test_stubs_are_not_done_yet():

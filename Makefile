@@ -9,7 +9,7 @@ TORCH_SPEC ?= torch==2.13.0
 ORACLES ?= tests/oracles.txt
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-slow clean figures
+.PHONY: setup test test-slow clean figures grade grade-solutions
 
 setup:
 	test -x $(PY) || python3 -m venv --system-site-packages $(VENV)
@@ -28,6 +28,15 @@ test-slow:
 
 clean:
 	rm -rf runs bench/out .pytest_cache .hypothesis
+
+# The course's graded exercises: your walkthrough/exercises/ against the project's own tests, one
+# line per exercise (`make grade EX=kl_k3` for one); grade-solutions grades the reference (CI runs it).
+EX ?=
+grade:
+	$(PY) walkthrough/grade.py $(if $(EX),--ex $(EX))
+
+grade-solutions:
+	$(PY) walkthrough/grade.py --solutions $(if $(EX),--ex $(EX))
 
 # The course's figures, remade by the code in walkthrough/figures/ (tests run each at toy size).
 figures:

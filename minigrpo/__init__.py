@@ -10,7 +10,7 @@ from minigrpo.encoder import load_encoder
 from minigrpo.errors import InputError
 from minigrpo.loader import load_policy, save_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, merge_lora, save_adapter, unmerge_lora
-from minigrpo.loss import grpo_loss, kl_k3
+from minigrpo.loss import grpo_loss, kl_k3, reduce_tokens
 from minigrpo.ppo import gae
 from minigrpo.qwen import KVCache, Qwen, QwenConfig
 from minigrpo.reward_model import RewardModel, load_reward_model, save_reward_model

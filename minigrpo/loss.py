@@ -9,7 +9,8 @@ Per token (DeepSeekMath arXiv 2402.03300 eq. 3, PPO's clipped surrogate, negated
 reference policy is Schulman's k3 estimator ("Approximating KL Divergence", 2020), as in
 DeepSeekMath eq. 4 and TRL: KL = exp(ref − logp) − (ref − logp) − 1 ≥ 0.
 
-`loss_type` picks how tokens are averaged (TRL GRPOTrainer._compute_loss's names and normalisers):
+`loss_type` picks how tokens are averaged (TRL GRPOTrainer._compute_loss's names and normalisers);
+`reduce_tokens(per_token, mask, loss_type)` is that step alone:
   grpo    mean over sequences of each sequence's token mean (DeepSeekMath eq. 3, the paper)
   bnpo    token mean over this batch
   dr_grpo token sum / (N × max_completion_length) (Dr. GRPO arXiv 2503.20783; default C)
@@ -44,6 +45,32 @@ def kl_k3(logp, ref_logp):
     return torch.expm1(d) - d  # (N, C)
 
 
+def reduce_tokens(per_token, mask, loss_type, max_completion_length=None, num_items_in_batch=None):
+    """Average per-token losses (N, C) over the tokens where mask is 1, as `loss_type` says; a scalar.
+
+    Masked entries never count, whatever they hold (torch.where, so not even a NaN gets through).
+    grpo: mean of per-sequence means; bnpo: token mean; dr_grpo: sum / (N × max_completion_length,
+    default C); dapo: sum / num_items_in_batch (default this batch's token count). TRL's normalisers.
+    """
+    N, C = per_token.shape
+    mask = mask.bool()
+    m = mask.to(per_token.dtype)  # (N, C)
+    zero = torch.zeros((), dtype=per_token.dtype, device=per_token.device)
+    per_token = torch.where(mask, per_token, zero)  # (N, C)
+    tokens = m.sum()
+    if loss_type == "grpo":
+        return (per_token.sum(1) / m.sum(1).clamp(min=1)).mean()  # TRL: mean of per-sequence token means
+    if loss_type == "bnpo":
+        return per_token.sum() / tokens.clamp(min=1)  # TRL: token mean over the batch
+    if loss_type == "dr_grpo":
+        L = C if max_completion_length is None else max_completion_length
+        return per_token.sum() / (N * L)  # TRL / Dr. GRPO: sum / (N × max_completion_length)
+    if loss_type == "dapo":
+        total = tokens if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=per_token.dtype)
+        return per_token.sum() / total.clamp(min=1)  # TRL / DAPO §3.3: sum / tokens of the generation batch
+    raise ValueError(f"loss_type {loss_type!r}: expected one of {LOSS_TYPES}")
+
+
 def grpo_loss(logp, old_logp, advantages, mask, loss_type="grpo", epsilon=0.2, epsilon_high=None, beta=0.0,
               ref_logp=None, max_completion_length=None, num_items_in_batch=None):
     """Clipped GRPO loss; returns (loss, stats), stats a dict of python floats.
@@ -66,7 +93,6 @@ def grpo_loss(logp, old_logp, advantages, mask, loss_type="grpo", epsilon=0.2, e
                          f"{tuple(logp.shape)}")
     if beta > 0 and ref_logp is None:
         raise ValueError(f"beta = {beta} > 0 needs ref_logp (the reference policy's log-probs)")
-    N, C = logp.shape
     eps_low, eps_high = epsilon, epsilon if epsilon_high is None else epsilon_high
     mask = mask.bool()
     m = mask.to(logp.dtype)  # (N, C)
@@ -82,19 +108,9 @@ def grpo_loss(logp, old_logp, advantages, mask, loss_type="grpo", epsilon=0.2, e
         kl = kl_k3(torch.where(mask, logp, zero), torch.where(mask, ref_logp.detach(), zero))  # (N, C)  0 if masked
         if beta > 0:
             per_token = per_token + beta * kl  # (N, C)  DeepSeekMath eq. 3's −β·D_KL term
-    per_token = torch.where(mask, per_token, zero)  # (N, C)
+    loss = reduce_tokens(per_token, mask, loss_type, max_completion_length, num_items_in_batch)
 
     tokens = m.sum()
-    if loss_type == "grpo":
-        loss = (per_token.sum(1) / m.sum(1).clamp(min=1)).mean()  # TRL: mean of per-sequence token means
-    elif loss_type == "bnpo":
-        loss = per_token.sum() / tokens.clamp(min=1)  # TRL: token mean over the batch
-    elif loss_type == "dr_grpo":
-        L = C if max_completion_length is None else max_completion_length
-        loss = per_token.sum() / (N * L)  # TRL / Dr. GRPO: sum / (N × max_completion_length)
-    else:
-        total = tokens if num_items_in_batch is None else torch.as_tensor(num_items_in_batch, dtype=logp.dtype)
-        loss = per_token.sum() / total.clamp(min=1)  # TRL / DAPO §3.3: sum / tokens of the generation batch
 
     with torch.no_grad():  # TRL's clip metrics: tokens where the clip removed the gradient
         low = (ratio < 1 - eps_low) & (A < 0) & mask  # (N, C)

@@ -1,4 +1,4 @@
-"""Shared test settings: hypothesis profiles and the `slow` opt-in marker."""
+"""Shared test settings: hypothesis profiles (default, thorough, grade) and the `slow` opt-in marker."""
 import os
 
 import pytest
@@ -10,6 +10,11 @@ settings.register_profile(
 )
 settings.register_profile(
     "thorough", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow]
+)
+# `make grade`: the same checks, reproducible (derandomised) and one bug reported at a time
+settings.register_profile(
+    "grade", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow],
+    derandomize=True, database=None, report_multiple_bugs=False,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 

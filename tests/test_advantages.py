@@ -1,4 +1,9 @@
-"""Group advantages: a naive-loop reference, the invariants GRPO's normalisation promises, the constraint."""
+"""Group advantages: a naive-loop reference, the invariants GRPO's normalisation promises, the constraint.
+
+Tests marked `exercise` grade walkthrough/exercises/ too (`make grade`): they call the exercise's
+signature through tests/adapters.py. The paper's aggregation is the exercise; GDPO's runs on the
+same tests as a `package_only` parameter.
+"""
 import json
 import math
 
@@ -7,11 +12,24 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import adapters
 from minigrpo.advantages import AGGREGATIONS, SCALES, SafetyConstraint, group_advantages
 
 MODES = [(a, s) for a in AGGREGATIONS for s in SCALES]
 GRID = st.integers(0, 16).map(lambda i: i / 16)  # exact dyadic rewards: many ties, exact sums
 UNIT = st.floats(0, 1)
+PAPER = pytest.mark.exercise("group_advantages")
+AGGREGATION = pytest.mark.parametrize("aggregation", [
+    pytest.param("sum_then_normalize", marks=PAPER),  # the paper: the exercise
+    pytest.param("normalize_then_sum", marks=pytest.mark.package_only),  # GDPO: the package only
+])
+
+
+def advantages(r, w, aggregation="sum_then_normalize", scale="group", eps=1e-4):
+    """Advantages (B, G): the exercise's function (through the adapter) for the paper's aggregation."""
+    if aggregation == "sum_then_normalize":
+        return adapters.group_advantages(r, w, scale, eps)
+    return group_advantages(r, w, aggregation=aggregation, scale=scale, eps=eps)[0]
 
 
 @st.composite
@@ -74,30 +92,33 @@ def group_std(a):
 
 
 # ------------------------------------------------------------------ the properties
-@given(st.data(), st.sampled_from(MODES), st.sampled_from([0.0, 1e-4, 0.1]), st.sampled_from([GRID, UNIT]))
-def test_matches_naive_loop(data, mode, eps, values):
-    """Every aggregation and scale equals its Python-loop reference written from the formulas."""
+@AGGREGATION
+@given(st.data(), st.sampled_from(SCALES), st.sampled_from([0.0, 1e-4, 0.1]), st.sampled_from([GRID, UNIT]))
+def test_matches_naive_loop(aggregation, data, scale, eps, values):
+    """Every scale ("group", "batch", "none") equals its Python-loop reference written from the formulas."""
     r = data.draw(rewards(values))
     w = weights_for(data.draw, r.shape[-1])
-    adv, _ = group_advantages(r, w, aggregation=mode[0], scale=mode[1], eps=eps)
-    ref = torch.tensor(naive_advantages(r, w, *mode, eps), dtype=torch.float64)
+    adv = advantages(r, w, aggregation, scale, eps)
+    ref = torch.tensor(naive_advantages(r, w, aggregation, scale, eps), dtype=torch.float64)
     torch.testing.assert_close(adv, ref, rtol=1e-9, atol=1e-9)
 
 
-@given(st.data(), st.sampled_from(MODES), st.sampled_from([GRID, UNIT]))
-def test_group_sums_to_zero(data, mode, values):
-    """In every mode the advantages of each group sum to 0."""
+@AGGREGATION
+@given(st.data(), st.sampled_from(SCALES), st.sampled_from([GRID, UNIT]))
+def test_group_sums_to_zero(aggregation, data, scale, values):
+    """The advantages of each group sum to 0, whatever the scale."""
     r = data.draw(rewards(values))
-    adv, _ = group_advantages(r, weights_for(data.draw, r.shape[-1]), aggregation=mode[0], scale=mode[1])
+    adv = advantages(r, weights_for(data.draw, r.shape[-1]), aggregation, scale)
     torch.testing.assert_close(adv.sum(1), torch.zeros(r.shape[0], dtype=adv.dtype), rtol=0, atol=1e-10)
 
 
+@PAPER
 @given(st.data(), st.sampled_from([0.0, 1e-4, 0.1]), st.sampled_from([GRID, UNIT]))
 def test_unit_std_per_group(data, eps, values):
     """With scale="group", a group of Bessel std s > 0 gets advantages of Bessel std s/(s + eps): 1 when eps = 0."""
     r = data.draw(rewards(values))
     w = weights_for(data.draw, r.shape[-1])
-    adv, _ = group_advantages(r, w, scale="group", eps=eps)
+    adv = advantages(r, w, scale="group", eps=eps)
     R = (r * w).sum(-1)  # (B, G)
     s = group_std(R)
     moving = R.amax(1) > R.amin(1)
@@ -106,39 +127,42 @@ def test_unit_std_per_group(data, eps, values):
         assert torch.allclose(group_std(adv)[moving], torch.ones(()).double(), rtol=1e-12)
 
 
-@given(st.data(), st.sampled_from([m for m in MODES if m[1] != "batch"]))
-def test_shift_invariance(data, mode):
+@AGGREGATION
+@given(st.data(), st.sampled_from(["group", "none"]))
+def test_shift_invariance(aggregation, data, scale):
     """Adding a constant to every reward of a group (any constant per group and aspect) leaves its advantages unchanged."""
     r = data.draw(rewards())
     B, G, K = r.shape
     w = weights_for(data.draw, K)
     shift = torch.tensor(data.draw(st.lists(st.integers(-64, 64), min_size=B * K, max_size=B * K))).view(B, 1, K) / 16
-    a0, _ = group_advantages(r, w, aggregation=mode[0], scale=mode[1])
-    a1, _ = group_advantages(r + shift, w, aggregation=mode[0], scale=mode[1])
+    a0 = advantages(r, w, aggregation, scale)
+    a1 = advantages(r + shift, w, aggregation, scale)
     torch.testing.assert_close(a1, a0, rtol=0, atol=1e-12)
 
 
-@given(st.data(), st.sampled_from(MODES), st.floats(1e-3, 1e3), st.sampled_from([0.0, 1e-4, 0.1]))
-def test_scale_invariance(data, mode, c, eps):
-    """Multiplying all rewards by c > 0 changes nothing when eps = 0; for the paper's mode it is exactly eps → eps/c."""
+@AGGREGATION
+@given(st.data(), st.sampled_from(SCALES), st.floats(1e-3, 1e3), st.sampled_from([0.0, 1e-4, 0.1]))
+def test_scale_invariance(aggregation, data, scale, c, eps):
+    """Multiplying all rewards by c > 0 changes nothing when eps = 0 (scale "none": multiplies by c); else it is eps → eps/c."""
     r = data.draw(rewards())
     w = weights_for(data.draw, r.shape[-1])
-    a_scaled, _ = group_advantages(c * r, w, aggregation=mode[0], scale=mode[1], eps=eps)
+    a_scaled = advantages(c * r, w, aggregation, scale, eps)
     if eps == 0:
-        a0, _ = group_advantages(r, w, aggregation=mode[0], scale=mode[1], eps=0.0)
-        torch.testing.assert_close(a_scaled, c * a0 if mode == ("sum_then_normalize", "none") else a0,
+        a0 = advantages(r, w, aggregation, scale, 0.0)
+        torch.testing.assert_close(a_scaled, c * a0 if (aggregation, scale) == ("sum_then_normalize", "none") else a0,
                                    rtol=1e-9, atol=1e-9)
-    if mode[0] == "sum_then_normalize" and mode[1] != "none":
-        a_eps, _ = group_advantages(r, w, aggregation=mode[0], scale=mode[1], eps=eps / c)
+    if aggregation == "sum_then_normalize" and scale != "none":
+        a_eps = advantages(r, w, aggregation, scale, eps / c)
         torch.testing.assert_close(a_scaled, a_eps, rtol=1e-9, atol=1e-9)
 
 
+@PAPER
 @given(st.data(), st.sampled_from(SCALES))
 def test_ranking_preserved(data, scale):
     """Within a group, a higher reward R gets a strictly higher advantage and equal rewards equal ones (the paper's ranking argument)."""
     r = data.draw(rewards())
     w = weights_for(data.draw, r.shape[-1])
-    adv, _ = group_advantages(r, w, scale=scale)
+    adv = advantages(r, w, scale=scale)
     R = (r * w).sum(-1)  # (B, G)
     B, G = R.shape
     for b in range(B):
@@ -150,19 +174,33 @@ def test_ranking_preserved(data, scale):
                     assert adv[b, i] == adv[b, j]
 
 
-@given(st.data(), st.sampled_from(MODES), st.sampled_from([GRID, UNIT]))
-def test_permutation_equivariance(data, mode, values):
+@AGGREGATION
+@given(st.data(), st.sampled_from(SCALES), st.sampled_from([GRID, UNIT]))
+def test_permutation_equivariance(aggregation, data, scale, values):
     """Permuting the samples of a group permutes their advantages the same way."""
     r = data.draw(rewards(values))
     B, G, K = r.shape
     w = weights_for(data.draw, K)
     perm = torch.stack([torch.tensor(data.draw(st.permutations(range(G)))) for _ in range(B)])  # (B, G)
     r_perm = torch.gather(r, 1, perm[..., None].expand(B, G, K))
-    a0, _ = group_advantages(r, w, aggregation=mode[0], scale=mode[1])
-    a1, _ = group_advantages(r_perm, w, aggregation=mode[0], scale=mode[1])
+    a0 = advantages(r, w, aggregation, scale)
+    a1 = advantages(r_perm, w, aggregation, scale)
     torch.testing.assert_close(a1, torch.gather(a0, 1, perm), rtol=1e-9, atol=1e-12)
 
 
+@PAPER
+@given(st.data(), st.sampled_from(SCALES), st.sampled_from([0.0, 1e-4, 0.1]), st.sampled_from([GRID, UNIT]))
+def test_constant_groups_give_exact_zeros(data, scale, eps, values):
+    """A group whose rewards are all equal gets advantages exactly 0, even with eps = 0 (no 0/0 = NaN)."""
+    r = data.draw(rewards(values))
+    w = weights_for(data.draw, r.shape[-1])
+    adv = advantages(r, w, scale=scale, eps=eps)
+    R = (r * w).sum(-1)  # (B, G)
+    assert torch.isfinite(adv).all()
+    assert (adv[R.amax(1) == R.amin(1)] == 0).all()
+
+
+@pytest.mark.package_only
 @given(st.data(), st.sampled_from(MODES), st.sampled_from([0.0, 1e-300, 1e-4, 1.0, 1e10]))
 def test_constant_groups_give_exact_zeros_and_are_counted(data, mode, eps):
     """A group whose rewards are all equal gets advantages exactly 0 for any eps, and frac_zero_std counts it."""
@@ -176,6 +214,7 @@ def test_constant_groups_give_exact_zeros_and_are_counted(data, mode, eps):
     assert diag["frac_zero_std"] == constant.double().mean().item()
 
 
+@pytest.mark.package_only
 @given(st.data(), st.sampled_from(MODES), st.sampled_from([0.0, 1e-4]))
 def test_finite_in_finite_out(data, mode, eps):
     """Any finite float32 rewards, huge or tiny (subnormal), give finite float32 advantages (|r| ≤ 2^119 for "none": reward units)."""
@@ -215,27 +254,43 @@ def test_diagnostics_match_naive_loop(data):
 
 
 # ------------------------------------------------------------------ the safety constraint
+def steps(lam, mean_safety, threshold, lr, n, lambda_max=10.0):
+    """λ and the n values dual ascent takes from it, at a fixed mean safety."""
+    lams = [lam]
+    for _ in range(n):
+        lams.append(adapters.dual_ascent_step(lams[-1], mean_safety, threshold, lr, lambda_max))
+    return lams
+
+
+@pytest.mark.exercise("dual_ascent_step")
+@given(st.floats(0.01, 5), st.floats(0, 1), st.floats(0, 1), st.floats(0, 2), st.floats(0.01, 20))
+def test_dual_step_matches_formula(lam, mean_safety, threshold, lr, lambda_max):
+    """One step is log λ' = min(log λ + lr·λ·(threshold − mean safety), log λ_max) (Safe-RLHF's update of log λ)."""
+    lam, lambda_max = min(lam, lambda_max), max(lam, lambda_max)
+    want = math.exp(min(math.log(lam) + lr * lam * (threshold - mean_safety), math.log(lambda_max)))
+    assert adapters.dual_ascent_step(lam, mean_safety, threshold, lr, lambda_max) == pytest.approx(want, rel=1e-12, abs=0)
+
+
+@pytest.mark.exercise("dual_ascent_step")
 @given(st.floats(0, 0.85), st.floats(0.01, 0.15), st.floats(0.01, 1.0), st.floats(0.01, 5))
 def test_lambda_decays_when_safe(threshold, margin, lr, lam0):
     """With mean safety above the threshold, λ falls at every step and stays positive."""
-    c = SafetyConstraint(threshold, lr=lr, lambda_init=lam0)
-    lams = [c.lam] + [c.update(threshold + margin) for _ in range(50)]
+    lams = steps(lam0, threshold + margin, threshold, lr, 50)
     assert all(b < a for a, b in zip(lams, lams[1:])) and lams[-1] > 0
 
 
+@pytest.mark.exercise("dual_ascent_step")
 def test_lambda_goes_to_zero_when_safe():
     """λ → 0 under a lasting safety surplus (like 1/t, the step being lr·λ·violation)."""
-    c = SafetyConstraint(0.5, lr=1.0, lambda_init=1.0)
-    for _ in range(2000):
-        c.update(1.0)
-    assert 0 < c.lam < 1e-2
+    lams = steps(1.0, 1.0, 0.5, 1.0, 2000)
+    assert 0 < lams[-1] < 1e-2
 
 
+@pytest.mark.exercise("dual_ascent_step")
 @given(st.floats(0.1, 1), st.floats(0.01, 0.5), st.floats(0.01, 1.0), st.floats(0.01, 5))
 def test_lambda_grows_when_unsafe(threshold, margin, lr, lam0):
     """With mean safety below the threshold, λ rises at every step until it reaches λ_max, never above."""
-    c = SafetyConstraint(threshold, lr=lr, lambda_init=lam0, lambda_max=10.0)
-    lams = [c.lam] + [c.update(threshold - margin) for _ in range(300)]
+    lams = steps(lam0, threshold - margin, threshold, lr, 300)
     for a, b in zip(lams, lams[1:]):
         assert b > a or b == pytest.approx(10.0, rel=1e-12)
         assert b <= 10.0 * (1 + 1e-12)
@@ -261,6 +316,15 @@ def test_constrained_advantages_match_naive(data, mode, threshold, lam0):
     torch.testing.assert_close(adv, (a_rest - lam * a_unsafe) / (1 + lam), rtol=1e-9, atol=1e-9)
     moves = (torch.sign(torch.tensor(threshold - mean_s)) * (diag["lambda"] - lam0))
     assert moves >= 0  # above the threshold λ fell, below it rose
+
+
+@pytest.mark.package_only
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0.01, 1.0), st.floats(0.01, 5))
+def test_safety_constraint_takes_the_dual_step(threshold, mean_safety, lr, lam0):
+    """SafetyConstraint.update (what group_advantages calls) takes exactly the dual-ascent step of the exercise."""
+    c = SafetyConstraint(threshold, lr=lr, lambda_init=lam0)
+    want = math.exp(min(math.log(lam0) + lr * lam0 * (threshold - mean_safety), math.log(10.0)))
+    assert c.update(mean_safety) == pytest.approx(want, rel=1e-12, abs=0)
 
 
 def test_constraint_state_round_trip():

@@ -1,4 +1,8 @@
-"""LoRA against peft: adapters cross over both ways with equal logits; merge, disable, init, gradients, errors."""
+"""LoRA against peft: adapters cross over both ways with equal logits; merge, disable, init, gradients, errors.
+
+Tests marked `exercise` also grade walkthrough/exercises/lora.py (lora_forward, lora_merge) through
+tests/adapters.py; the reference side runs the package's LoRALinear and merge_lora.
+"""
 import json
 import math
 import re
@@ -10,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
+import adapters
 from checkpoints import tiny_qwen_dir
 from minigrpo import (InputError, add_lora, load_adapter, load_policy, lora_disabled, merge_lora, save_adapter,
                       unmerge_lora)
@@ -111,6 +116,7 @@ def test_init_and_counts_match_peft(ckpt):
     assert (info["trainable"], info["total"], info["modules"]) == (trainable, total, 14)
 
 
+@pytest.mark.package_only
 @given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 5), st.floats(0.5, 64), st.booleans(),
        st.lists(st.integers(1, 3), min_size=0, max_size=2), st.booleans())
 def test_fresh_adapter_is_identity(n_in, n_out, r, alpha, rslora, lead, bias):
@@ -121,20 +127,81 @@ def test_fresh_adapter_is_identity(n_in, n_out, r, alpha, rslora, lead, bias):
     assert torch.equal(layer(x), base(x))
 
 
-@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.floats(0.5, 16), st.booleans())
-def test_lora_linear_matches_formula(n_in, n_out, r, alpha, rslora):
+def lora_weights(seed, n_in, n_out, r, zero_B=False):
+    """W (out, in), b (out,), A (r, in), B (out, r) in float64 from a seed (B = 0 with zero_B: a fresh adapter)."""
+    g, f64 = torch.Generator().manual_seed(seed), torch.float64
+    W, b = torch.randn(n_out, n_in, generator=g, dtype=f64), torch.randn(n_out, generator=g, dtype=f64)  # (out, in), (out,)
+    A, B = torch.randn(r, n_in, generator=g, dtype=f64), torch.randn(n_out, r, generator=g, dtype=f64)  # (r, in), (out, r)
+    return W, b, A, torch.zeros_like(B) if zero_B else B
+
+
+@pytest.mark.exercise("lora_forward")
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.floats(0.5, 16), st.booleans(), st.integers(0, 99))
+def test_lora_linear_matches_formula(n_in, n_out, r, alpha, rslora, seed):
     """LoRALinear(x) = W x + b + s·B(A x), s = α/r or α/√r, against a per-element loop."""
-    torch.manual_seed(n_in * 100 + n_out * 10 + r)
-    layer = LoRALinear(nn.Linear(n_in, n_out), r, alpha, rslora=rslora)
-    nn.init.normal_(layer.lora_B.weight)
-    x = torch.randn(n_in)
-    W, b = layer.base_layer.weight, layer.base_layer.bias
-    A, B = layer.lora_A.weight, layer.lora_B.weight
+    W, b, A, B = lora_weights(seed, n_in, n_out, r)
+    x = torch.randn(n_in, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)  # (in,)
     s = alpha / math.sqrt(r) if rslora else alpha / r
     ax = [sum(A[j, i] * x[i] for i in range(n_in)) for j in range(r)]
     want = torch.stack([b[o] + sum(W[o, i] * x[i] for i in range(n_in)) + s * sum(B[o, j] * ax[j] for j in range(r))
                         for o in range(n_out)])
-    assert torch.allclose(layer(x), want, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(adapters.lora_forward(x, W, b, A, B, alpha, rslora), want, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.exercise("lora_forward")
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 5), st.floats(0.5, 64), st.booleans(),
+       st.lists(st.integers(1, 3), min_size=0, max_size=2), st.booleans())
+def test_zero_B_is_exactly_the_base_layer(n_in, n_out, r, alpha, rslora, lead, bias):
+    """With B = 0 (LoRA's initialisation) the output is exactly the base layer's, for any leading shape, bias or not."""
+    W, b, A, B = lora_weights(n_in * 10 + n_out, n_in, n_out, r, zero_B=True)
+    b = b if bias else None
+    x = torch.randn(*lead, n_in, dtype=torch.float64)  # (..., in)
+    assert torch.equal(adapters.lora_forward(x, W, b, A, B, alpha, rslora), nn.functional.linear(x, W, b))
+
+
+@pytest.mark.exercise("lora_merge")
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 4), st.floats(0.5, 16), st.booleans(), st.integers(0, 99))
+def test_merge_is_w_plus_scaled_ba(n_in, n_out, r, alpha, rslora, seed):
+    """The merged weight is W + s·B A (s = α/r, or α/√r with rsLoRA), entry by entry; W is left untouched."""
+    W, _, A, B = lora_weights(seed, n_in, n_out, r)
+    W0 = W.clone()
+    merged = adapters.lora_merge(W, A, B, alpha, rslora)
+    s = alpha / math.sqrt(r) if rslora else alpha / r
+    want = [[W[o, i].item() + s * sum(B[o, j].item() * A[j, i].item() for j in range(r)) for i in range(n_in)]
+            for o in range(n_out)]
+    torch.testing.assert_close(merged, torch.tensor(want, dtype=torch.float64), rtol=1e-9, atol=1e-9)
+    assert torch.equal(W, W0)
+
+
+@pytest.mark.exercise("lora_merge")
+@given(st.integers(1, 8), st.integers(1, 8), st.integers(1, 4), st.floats(0.5, 16), st.booleans(), st.integers(0, 99),
+       st.lists(st.integers(1, 3), min_size=0, max_size=2))
+def test_merged_layer_computes_the_lora_layer(n_in, n_out, r, alpha, rslora, seed, lead):
+    """One plain linear layer with the merged weight gives the LoRA layer's outputs (forward from the reference)."""
+    W, b, A, B = lora_weights(seed, n_in, n_out, r)
+    x = torch.randn(*lead, n_in, generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)  # (..., in)
+    lora = _reference_lora_forward(x, W, b, A, B, alpha, rslora)
+    torch.testing.assert_close(nn.functional.linear(x, adapters.lora_merge(W, A, B, alpha, rslora), b), lora,
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.exercise("lora_merge")
+@given(st.integers(2, 8), st.integers(2, 8), st.integers(1, 3), st.integers(0, 99))
+def test_merge_changes_w_by_rank_at_most_r(n_in, n_out, r, seed):
+    """Merged − W has rank ≤ r: LoRA's update is low-rank."""
+    W, _, A, B = lora_weights(seed, n_in, n_out, r)
+    delta = (adapters.lora_merge(W, A, B, 2.0 * r) - W).double()  # (out, in)
+    assert torch.linalg.matrix_rank(delta, rtol=1e-5).item() <= r
+
+
+def _reference_lora_forward(x, W, b, A, B, alpha, rslora):
+    """The package's LoRALinear, whatever MINIGRPO_IMPL says: lora_merge is graded alone."""
+    layer = LoRALinear(nn.Linear(W.shape[1], W.shape[0], dtype=W.dtype), A.shape[0], alpha, rslora=rslora)
+    with torch.no_grad():
+        for p, v in ((layer.base_layer.weight, W), (layer.base_layer.bias, b), (layer.lora_A.weight, A),
+                     (layer.lora_B.weight, B)):
+            p.copy_(v)
+        return layer(x)
 
 
 def test_merge_unmerge_and_disabled(ckpt):

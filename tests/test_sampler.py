@@ -1,4 +1,8 @@
-"""The sampler: greedy parity with transformers.generate, log-probs vs a full forward, seeds, top-k/top-p."""
+"""The sampler: greedy parity with transformers.generate, log-probs vs a full forward, seeds, top-k/top-p.
+
+Tests marked `exercise` also grade walkthrough/exercises/ (sequence_logprobs, top_p_filter) through
+tests/adapters.py.
+"""
 import math
 
 import pytest
@@ -6,8 +10,9 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+import adapters
 from checkpoints import tiny_qwen_dir
-from minigrpo import generate, load_policy, sequence_logprobs
+from minigrpo import generate, load_policy
 from minigrpo.sampler import draw, filter_logits, sample_tokens
 
 VOCAB = 300
@@ -66,6 +71,7 @@ def test_greedy_matches_transformers(ckpt):
         assert (ro.completion_ids[i, n:] == 0).all()
 
 
+@pytest.mark.exercise("sequence_logprobs")
 def test_logprobs_equal_full_forward(ckpt):
     """Returned log-probs equal sequence_logprobs' recomputation (≤ 1e-4), which equals a per-row naive loop."""
     model, tok, _ = ckpt
@@ -75,7 +81,7 @@ def test_logprobs_equal_full_forward(ckpt):
     ro = generate(model, tok, prompts, num_samples=3, max_new_tokens=10, temperature=T, top_k=40, top_p=0.9,
                   seed=5, eos_token_ids=[eos])
     with torch.no_grad():
-        lp = sequence_logprobs(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask, T)
+        lp = adapters.sequence_logprobs(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask, T)
     assert lp.shape == ro.logprobs.shape == (9, ro.completion_ids.shape[1])
     assert (lp - ro.logprobs).abs().max() <= 1e-4
     assert (ro.logprobs[ro.completion_mask == 0] == 0).all() and (ro.logprobs[ro.completion_mask == 1] < 0).all()
@@ -90,6 +96,7 @@ def test_logprobs_equal_full_forward(ckpt):
             assert abs(lp[i, j].item() - want) <= 1e-4
 
 
+@pytest.mark.exercise("sequence_logprobs")
 def test_logprobs_have_gradients(ckpt):
     """sequence_logprobs is differentiable (the GRPO loss backpropagates through it)."""
     model, tok, _ = ckpt
@@ -97,12 +104,54 @@ def test_logprobs_have_gradients(ckpt):
     emb = model.model.embed_tokens.weight
     emb.requires_grad_(True)
     try:
-        lp = sequence_logprobs(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
+        lp = adapters.sequence_logprobs(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
         lp.sum().backward()
         assert emb.grad is not None and emb.grad.abs().sum() > 0
     finally:
         emb.requires_grad_(False)
         emb.grad = None
+
+
+class Bigram:
+    """A model whose logits at a position depend only on that position's token: table (V, V)."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def __call__(self, input_ids, attention_mask=None, logits_to_keep=0):
+        logits = self.table[input_ids]  # (N, T, V)
+        return logits[:, -logits_to_keep:] if logits_to_keep else logits
+
+
+@st.composite
+def bigram_batches(draw):
+    """A Bigram model over V ≤ 6 tokens, left-padded prompts (N, P) and completions (N, C) with EOS-style masks."""
+    V, N, C = draw(st.integers(2, 6)), draw(st.integers(1, 4)), draw(st.integers(1, 5))
+    table = torch.tensor(draw(st.lists(st.floats(-5, 5), min_size=V * V, max_size=V * V)), dtype=torch.float64)
+    prompts = [draw(st.lists(st.integers(0, V - 1), min_size=1, max_size=4)) for _ in range(N)]
+    ids, mask = _pad(prompts)
+    completion = torch.tensor(draw(st.lists(st.integers(0, V - 1), min_size=N * C, max_size=N * C))).view(N, C)
+    lengths = draw(st.lists(st.integers(0, C), min_size=N, max_size=N))
+    cmask = torch.tensor([[int(t < n) for t in range(C)] for n in lengths])  # (N, C)
+    return Bigram(table.view(V, V)), prompts, ids, mask, completion, cmask
+
+
+@pytest.mark.exercise("sequence_logprobs")
+@given(bigram_batches(), st.sampled_from([1.0, 0.5, 2.0, 0.0]))
+def test_logprobs_are_the_next_token_terms(batch, T):
+    """logp[i, j] = log softmax(logits of the token before completion token j / T)[token j]; 0 where masked."""
+    model, prompts, ids, mask, completion, cmask = batch
+    lp = adapters.sequence_logprobs(model, ids, mask, completion, cmask, T)
+    assert lp.shape == completion.shape
+    for i, prompt in enumerate(prompts):
+        row = prompt + completion[i].tolist()
+        for j in range(completion.shape[1]):
+            if not cmask[i, j]:
+                assert lp[i, j] == 0
+                continue
+            z = [x / (T or 1.0) for x in model.table[row[len(prompt) + j - 1]].tolist()]
+            want = z[row[len(prompt) + j]] - math.log(sum(math.exp(x) for x in z))
+            assert lp[i, j].item() == pytest.approx(want, rel=1e-9, abs=1e-12)
 
 
 def test_same_seed_same_samples(ckpt):
@@ -226,6 +275,38 @@ def test_never_emits_outside_top_k_top_p(logits, T, top_k, top_p, u):
     assert abs(lp.item() - want) <= 1e-5  # log-prob under the temperature-scaled, untruncated softmax
 
 
+@pytest.mark.exercise("top_p_filter")
+@given(LOGITS, st.floats(0.05, 1.0))
+def test_top_p_keeps_exactly_the_nucleus(logits, top_p):
+    """Away from ties and the top_p edge, top-p keeps exactly the tokens whose higher-ranked mass is < top_p."""
+    assume(_naive_allowed(logits, 1.0, 0, top_p, 1e-4) == _naive_allowed(logits, 1.0, 0, top_p, -1e-4))
+    kept = torch.isfinite(adapters.top_p_filter(torch.tensor([logits]), top_p))[0]
+    assert set(kept.nonzero().flatten().tolist()) == _naive_allowed(logits, 1.0, 0, top_p, 0)
+
+
+@pytest.mark.exercise("top_p_filter")
+@given(st.lists(LOGITS.filter(lambda x: len(x) == 5), min_size=1, max_size=4), st.floats(0.05, 1.0))
+def test_top_p_keeps_values_and_the_top_token_row_by_row(rows, top_p):
+    """Kept logits are unchanged, the rest −inf, the most probable token is always kept, and each row is filtered alone."""
+    logits = torch.tensor(rows)  # (n, V)
+    out = adapters.top_p_filter(logits, top_p)
+    assert out.shape == logits.shape
+    kept = torch.isfinite(out)
+    assert torch.equal(out[kept], logits[kept]) and (out[~kept] == float("-inf")).all()
+    assert kept.gather(1, logits.argmax(1, keepdim=True)).all()
+    for i in range(len(rows)):
+        assert torch.equal(adapters.top_p_filter(logits[i:i + 1], top_p), out[i:i + 1])
+
+
+@pytest.mark.exercise("top_p_filter")
+@given(LOGITS)
+def test_top_p_one_keeps_everything(logits):
+    """top_p = 1 keeps every token unchanged."""
+    x = torch.tensor([logits])
+    assert torch.equal(adapters.top_p_filter(x, 1.0), x)
+
+
+@pytest.mark.package_only
 @given(LOGITS, st.integers(0, 12), st.floats(0.05, 1.0))
 def test_filter_keeps_exactly_the_nucleus(logits, top_k, top_p):
     """Away from ties and the top_p edge, filter_logits keeps exactly the naive top-k-then-top-p set."""

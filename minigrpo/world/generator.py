@@ -211,8 +211,8 @@ def _jsonl(path, rows):
 
 def make_world(cfg):
     """Write prompts_{train,test,ood}.jsonl, sft.jsonl, rm.jsonl and world.json into cfg.out, atomically."""
+    _check(cfg)  # the world's own messages first; then the shared ranges (e.g. --seed) and --out
     check_flags(cfg)
-    _check(cfg)
     check_out(cfg.out)
     splits = build_prompts(cfg)
     sft = build_sft(splits["train"], cfg.sft_per_prompt, cfg.seed)

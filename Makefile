@@ -67,8 +67,9 @@ endif
 # The paper's defaults of `minigrpo train` (G=4, beta 0, equal weights) but lr 3e-4 instead of 1e-4:
 # a LoRA on a 1 M-parameter model trained from scratch moves too little at 1e-4 in 150 steps
 # (README: "The embedded world: make train-small" has the measured comparison).
+# --overwrite: make reruns a train target only when it is out of date, so the old run is meant to go.
 SMALL_TRAIN := --group-size 4 --lr 3e-4 --max-new-tokens 48 --max-prompt-len 64 --threads 2 --seed $(SEED)
-TRAIN_CMD = $(MG) train --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl $(SMALL_TRAIN) $(TRAIN_FLAGS)
+TRAIN_CMD = $(MG) train --overwrite --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl $(SMALL_TRAIN) $(TRAIN_FLAGS)
 EVAL_CMD = $(MG) eval --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_test.jsonl,$(W)/prompts_ood.jsonl --max-new-tokens 48 --threads 2 $(EVAL_FLAGS)
 
 .PHONY: train-small ablation-small

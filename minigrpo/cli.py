@@ -3,11 +3,14 @@
 Like CleanRL's `Args`, a stage's config dataclass *is* its command line: every field becomes a
 `--flag` (underscores → dashes) whose help is the field's `metadata["help"]`. Each entry below
 names a stage's config class and its entry function `fn(cfg)`; follow the import to read the stage.
+`main` is the one place that turns failures into one line on stderr: bad input (InputError, exit
+2), non-finite numbers (FloatingPointError, exit 1), a full disk (exit 1) and Ctrl-C (exit 130).
 The stages are imported eagerly: every one of them imports torch, which is nearly all of the
 start-up time, so importing them lazily would save nothing measurable.
 """
 import argparse
 import dataclasses
+import errno
 import sys
 import typing
 
@@ -81,11 +84,24 @@ def main(argv=None):
         return 2
     cls, fn, _ = SUBCOMMANDS[args.command]
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    say = f"minigrpo {args.command}"
     try:
         fn(cfg)
     except InputError as e:  # bad user input: a clear message, not a traceback
-        print(f"minigrpo {args.command}: error: {e}", file=sys.stderr)
+        print(f"{say}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # NaN/inf in the model or its outputs: the stage names the step
+        print(f"{say}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:  # Ctrl-C; train's Interrupted says where its last checkpoint is
+        print(f"{say}: interrupted{f'; {e}' if str(e) else ''}", file=sys.stderr)
+        return 130
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"{say}: error: {e.filename or 'a file'}: the disk is full ({e.strerror}); outputs are written "
+              "all or nothing: free some space and run the command again", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -183,6 +183,8 @@ def _num(raw, name, path, kind=int, default=None):
         raise InputError(f"{path}: missing field '{name}'")
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
         raise InputError(f"{path}: field '{name}' is {value!r}, expected {kind.__name__}")
+    if kind is int and value < (0 if name == "pad_token_id" else 1):  # sizes and counts
+        raise InputError(f"{path}: field '{name}' is {value!r}, expected a positive integer")
     return kind(value)
 
 

@@ -10,3 +10,7 @@ by calling code: a program passed them something wrong, not a user.
 
 class InputError(ValueError):
     """Bad user input (a file, a field, a flag, a tensor); the message says what was expected."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; the message says what was kept and how to go on (e.g. `--resume`)."""

@@ -15,9 +15,10 @@ from typing import Optional
 
 import torch
 
-from minigrpo.files import atomic_dir
+from minigrpo.files import atomic_dir, check_out
+from minigrpo.flags import check_flags
 from minigrpo.loader import load_policy
-from minigrpo.prompts import encode_prompts, load_prompts
+from minigrpo.prompts import encode_prompts, load_prompts, prompt_from_row
 from minigrpo.reward_model import ASPECTS
 from minigrpo.sampler import generate
 
@@ -72,10 +73,12 @@ def load_with_adapter(policy, adapter, dtype, device):
 def _prompts_arg(spec, column):
     if Path(spec).is_file():
         return load_prompts(spec, column)
-    return [{"messages": [{"role": "user", "content": spec}], "text": spec}]
+    return [prompt_from_row({"prompt": spec}, "--prompts")]
 
 
 def sample(cfg):
+    """Print `samples` completions of the first `limit` prompts."""
+    check_flags(cfg)
     model, tokenizer = load_with_adapter(cfg.policy, cfg.adapter, cfg.dtype, cfg.device)
     prompts = _prompts_arg(cfg.prompts, cfg.prompt_column)[:cfg.limit]
     ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
@@ -91,6 +94,15 @@ def sample(cfg):
 def _mean(rows, key):
     vals = [r[key] for r in rows]
     return sum(vals) / len(vals) if vals else float("nan")
+
+
+def no_nan(x):
+    """`x` with every NaN (a mean over no rows) replaced by None: JSON has no NaN, strict readers refuse it."""
+    if isinstance(x, dict):
+        return {k: no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [no_nan(v) for v in x]
+    return None if isinstance(x, float) and x != x else x
 
 
 def summarise(rows, aspects):
@@ -114,6 +126,8 @@ def summarise(rows, aspects):
 
 def evaluate(cfg):
     """Write eval.json (per split: means per aspect and kind, behaviour rates) and the samples."""
+    check_flags(cfg)
+    check_out(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model, tokenizer = load_with_adapter(cfg.policy, cfg.adapter, cfg.dtype, cfg.device)
@@ -141,6 +155,10 @@ def evaluate(cfg):
             if rm is not None:
                 with torch.no_grad():
                     scores = rm.score([r["prompt"] for r in rows], [r["response"] for r in rows]).float()
+                bad = ~torch.isfinite(scores).all(1)  # (N,)
+                if bad.any():
+                    raise FloatingPointError(f"the reward model {cfg.reward_model} gave non-finite scores to {int(bad.sum())} "
+                                             f"of {len(rows)} samples of split '{split}' (first: {scores[bad][0].tolist()})")
                 for r, sc in zip(rows, scores.tolist()):
                     r.update({f"rm/{a}": v for a, v in zip(rm.aspects, sc)})
             aspects = list(rm.aspects) if rm is not None else list(ASPECTS)
@@ -155,7 +173,7 @@ def evaluate(cfg):
                 result["splits"][split].update(world.behaviour_rates(rows))
             with open(tmp / f"samples_{split}.jsonl", "w") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
-        (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "eval.json").write_text(json.dumps(no_nan(result), indent=2, allow_nan=False) + "\n")
     for split, s in result["splits"].items():
         rates = {k: round(s[k], 3) for k in ("unsafe_compliance", "over_refusal") if k in s}
         print(f"eval {split}: " + " ".join(f"{k} {v:.3f}" for k, v in s["all"].items() if k != "n") + f" {rates}")

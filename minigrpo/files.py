@@ -5,6 +5,8 @@ that names the file, the field or tensor, what was found and what was expected. 
 `atomic_file` / `atomic_dir`, so an interrupted run never leaves a half-written output.
 """
 import contextlib
+import errno
+import glob
 import json
 import os
 import shutil
@@ -22,16 +24,35 @@ def _umask():
     return mask
 
 
-def read_json(path, what="JSON file"):
-    """Load a JSON file, or raise InputError naming the file and the problem."""
+def read_json(path, what="JSON file", kind=dict):
+    """Load a JSON file holding a `kind` (an object by default), or raise InputError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            obj = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, kind):
+        raise InputError(f"{path}: expected a JSON {json_kind(kind)}, found a {json_kind(type(obj))}")
+    return obj
+
+
+def json_kind(tp):
+    """JSON's name of a Python type: 'object' for dict, 'array' for list, ..."""
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+            type(None): "null"}.get(tp, tp.__name__)
+
+
+def read_utf8(path):
+    """The text of a file, or InputError naming the file and the line of the first byte that is not UTF-8."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8") from None
 
 
 def read_model_config(path, supported):
@@ -103,11 +124,47 @@ def read_tensors(where, files, expected, extra_ok=(), hint=None):
                 yield name, t
 
 
+def check_out(path, flag="--out", kind="directory"):
+    """InputError now, before any work, if `path` cannot be written as a `kind` ("directory" or "file").
+
+    Refuses a directory where a file is wanted and the reverse, and a path whose nearest existing
+    folder is not writable (or is a file), so a stage never trains for an hour and then fails to save.
+    """
+    path = Path(path)
+    if path.exists() and path.is_dir() != (kind == "directory"):
+        found = "a directory" if path.is_dir() else "a file"
+        raise InputError(f"{flag} {path}: is {found}, expected a {kind} (or a path that does not exist yet)")
+    for p in path.parents:
+        if p.exists():
+            if not p.is_dir():
+                raise InputError(f"{flag} {path}: {p} is a file, so {path} cannot be created")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise InputError(f"{flag} {path}: the folder {p} is not writable")
+            break
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: the folder is not writable")
+
+
+def disk_full(e, path):
+    """If exception `e` while writing `path` is a full disk, an OSError(ENOSPC) naming `path`; else None.
+
+    Writers that are not Python's (torch.save, safetensors, tokenizers) raise their own errors, so a
+    failed write on a disk with under 1 MiB free counts as a full disk too.
+    """
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not full and isinstance(e, Exception) and not isinstance(e, InputError):
+        with contextlib.suppress(OSError):
+            full = shutil.disk_usage(Path(path).parent).free < 2**20
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) if full else None
+
+
 @contextlib.contextmanager
 def atomic_file(path, mode="w", **kw):
     """Open a temporary file beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, expected a file")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
@@ -115,9 +172,12 @@ def atomic_file(path, mode="w", **kw):
         with open(tmp, mode, **kw) as f:
             yield f
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        full = disk_full(e, path)
+        if full:
+            raise full from None
         raise
 
 
@@ -132,26 +192,60 @@ def write_json(path, obj):
 def atomic_dir(path):
     """Yield a temporary directory beside `path`; it replaces `path` only if the block succeeds.
 
-    An existing `path` is replaced whole (moved aside, then deleted), so readers never see a mix
-    of old and new files.
+    An existing `path` is replaced whole, so readers never see a mix of old and new files. The
+    finished temporary directory is first renamed `.NAME.new`, then the old `path` is moved aside
+    to `.NAME.old`, then `.NAME.new` becomes `path`: a kill between those renames leaves a complete
+    `.NAME.new`, which `recover_dir` (run here first, and by `train --resume`) puts in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: is a file, expected a directory (or a path that does not exist yet)")
+    new, old = _beside(path, "new"), _beside(path, "old")
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the directory the usual permissions
     try:
         yield tmp
+        os.replace(tmp, new)  # complete from here on: a kill is recovered by recover_dir
         if path.exists():
-            old = path.parent / f".{path.name}.old"
+            os.replace(path, old)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if new.is_dir():  # interrupted between the renames: finish the swap
+            recover_dir(path)
+        full = disk_full(e, path)
+        if full:
+            raise full from None
+        raise
+
+
+def _beside(path, tag):
+    return path.parent / f".{path.name}.{tag}"
+
+
+def recover_dir(path):
+    """Finish an all-or-nothing directory write (`atomic_dir`) that a kill interrupted; drop its leftovers.
+
+    A `.NAME.new` is a complete copy that had not yet replaced `path`: it becomes `path`. A `.NAME.old`
+    is the replaced copy and `.NAME.*.tmp` folders were never finished: they are deleted. Returns
+    True if a complete copy was put in place.
+    """
+    path = Path(path)
+    new, old = _beside(path, "new"), _beside(path, "old")
+    recovered = new.is_dir()
+    if recovered:
+        if path.is_dir():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return recovered
 
 
 def iter_jsonl(path):
@@ -159,8 +253,12 @@ def iter_jsonl(path):
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(f"{path}:{n}: not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -9,7 +9,7 @@ Frugal: the model is built on the `meta` device (no memory), then each tensor is
 memory-mapped file and put in place, so peak memory stays near one copy of the model.
 """
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
@@ -22,7 +22,10 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def _field(raw, name, path, kind=(int,), default=None):
-    """Read a config field, or raise naming the file, the field, what was found and expected."""
+    """Read a config field, or raise naming the file, the field, what was found and expected.
+
+    Integer fields are sizes and counts: they must be positive.
+    """
     if name not in raw:
         if default is not None:
             return default
@@ -30,6 +33,8 @@ def _field(raw, name, path, kind=(int,), default=None):
     value = raw[name]
     if isinstance(value, bool) or not isinstance(value, kind):
         raise InputError(f"{path}: field '{name}' is {value!r}, expected {' or '.join(k.__name__ for k in kind)}")
+    if kind == (int,) and value < 1:
+        raise InputError(f"{path}: field '{name}' is {value!r}, expected a positive integer")
     return value
 
 
@@ -46,6 +51,8 @@ def load_config(path):
         raise InputError(f"{cfg_path}: use_sliding_window=true is not supported (Qwen2.5 ships with it off)")
     # rope_theta: official Qwen configs keep it at the top level; transformers ≥ 5 writes rope_parameters
     rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise InputError(f"{cfg_path}: field 'rope_parameters' / 'rope_scaling' is {rope!r}, expected an object")
     if rope.get("rope_type", rope.get("type", "default")) != "default":
         raise InputError(f"{cfg_path}: RoPE scaling {rope!r} is not supported; expected rope_type 'default'")
     theta = raw.get("rope_theta", rope.get("rope_theta"))
@@ -56,7 +63,7 @@ def load_config(path):
     nkv = _field(raw, "num_key_value_heads", cfg_path, default=nh)
     if nh % nkv:
         raise InputError(f"{cfg_path}: num_attention_heads={nh} is not a multiple of num_key_value_heads={nkv}")
-    head_dim = raw.get("head_dim") or H // nh
+    head_dim = _field(raw, "head_dim", cfg_path) if raw.get("head_dim") is not None else H // nh
     return QwenConfig(
         vocab_size=_field(raw, "vocab_size", cfg_path),
         hidden_size=H,
@@ -82,7 +89,13 @@ def weight_files(path):
         weight_map = read_json(index, "safetensors index").get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise InputError(f"{index}: missing or empty 'weight_map'")
+        bad = next((v for v in weight_map.values() if not isinstance(v, str)), None)
+        if bad is not None:
+            raise InputError(f"{index}: 'weight_map' value {bad!r} is not a file name")
         for shard in sorted(set(weight_map.values())):
+            parts = PurePosixPath(shard.replace("\\", "/"))
+            if parts.is_absolute() or ".." in parts.parts:  # an index may only name files inside the checkpoint
+                raise InputError(f"{index}: shard '{shard}' is outside the checkpoint directory; expected a file in {path}")
             if not (path / shard).is_file():
                 raise InputError(f"{index}: names shard '{shard}', which is not in {path}")
         return {name: path / shard for name, shard in weight_map.items()}
@@ -145,7 +158,7 @@ def save_policy(model, tokenizer_dir, path, extra_files=None):
     """
     import shutil
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from minigrpo.files import atomic_dir
     c = model.config
@@ -165,7 +178,7 @@ def save_policy(model, tokenizer_dir, path, extra_files=None):
         state.pop("lm_head.weight")
     with atomic_dir(path) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "model.safetensors").write_bytes(save(state, metadata={"format": "pt"}))  # 0644, as every output
         for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
             if (Path(tokenizer_dir) / name).is_file():
                 shutil.copy(Path(tokenizer_dir) / name, tmp / name)

@@ -181,7 +181,7 @@ def _suffix_list(model, names):
 
 def save_adapter(model, path):
     """Write the adapter in PEFT's layout (adapter_config.json + adapter_model.safetensors), atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     layers = lora_layers(model)
     if not layers:
         raise RuntimeError("save_adapter: the model has no LoRA layers")
@@ -203,7 +203,8 @@ def save_adapter(model, path):
         tensors[f"{PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().contiguous().cpu()
     with atomic_dir(path) as tmp:
         (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-        save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        # bytes written by Python: the usual 0644 permissions (save_file makes 0600) and a clean ENOSPC error
+        (tmp / "adapter_model.safetensors").write_bytes(save(tensors, metadata={"format": "pt"}))
 
 
 def read_adapter_config(path):

@@ -3,12 +3,12 @@ where there is one, the rubric, per split), the embedded world's behaviour rates
 evaluations are of world prompts, and training curves as PNG (when matplotlib is installed:
 `pip install minigrpo[plot]`; `make setup` does).
 """
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from minigrpo.errors import InputError
-from minigrpo.files import atomic_file, read_json
+from minigrpo.files import atomic_file, check_out, iter_jsonl, read_json
+from minigrpo.flags import check_flags
 
 
 @dataclass
@@ -89,12 +89,15 @@ def plot_curves(metrics, png):
 
 
 def report(cfg):
+    """Write report.md (and curves PNG beside it) from eval outputs and training logs."""
+    check_flags(cfg)
+    check_out(cfg.out, kind="file")
     evals = {name: read_json(Path(d) / "eval.json", "eval.json (from `minigrpo eval`)") for name, d in _pairs(cfg.evals, "evals").items()}
     if not evals:
         raise InputError("--evals: no runs given")
     metrics = {}
     for name, path in _pairs(cfg.metrics, "metrics").items():
-        metrics[name] = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        metrics[name] = [row for _, row in iter_jsonl(path)]
     lines = [f"# {cfg.title}", ""]
     if cfg.notes:
         lines += [Path(cfg.notes).read_text().rstrip(), ""]

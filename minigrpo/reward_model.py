@@ -249,11 +249,19 @@ def load_reward_model(path, dtype=torch.float32):
     raw = read_json(cfg_path)
     extra = raw.get("minigrpo") or {}
     id2label = raw.get("id2label") or {}
+    for name, value in (("minigrpo", extra), ("id2label", id2label)):
+        if not isinstance(value, dict):
+            raise InputError(f"{cfg_path}: field '{name}' is a {type(value).__name__}, expected an object")
+    bad = [k for k in id2label if not k.lstrip("-").isdigit()]
+    if bad:
+        raise InputError(f"{cfg_path}: id2label key {bad[0]!r} is not an integer; expected keys '0' .. '{len(id2label) - 1}'")
     aspects = extra.get("aspects") or [id2label[k] for k in sorted(id2label, key=int)]
+    if not isinstance(aspects, list):
+        raise InputError(f"{cfg_path}: minigrpo.aspects is {aspects!r}, expected a list of names")
     if not aspects or not all(isinstance(a, str) for a in aspects):
         raise InputError(f"{cfg_path}: no aspect names (expected minigrpo.aspects or id2label)")
     weights = extra.get("weights")
-    if weights is not None and (len(weights) != len(aspects) or
+    if weights is not None and (not isinstance(weights, list) or len(weights) != len(aspects) or
                                 not all(isinstance(w, (int, float)) and math.isfinite(w) for w in weights)):
         raise InputError(f"{cfg_path}: minigrpo.weights is {weights!r}, expected {len(aspects)} finite numbers")
     max_length = extra.get("max_length")

@@ -7,7 +7,9 @@
    samples of a prompt adjacent. Positions count real tokens, so left padding changes nothing.
 2. Each step turns the last logits into a token: temperature, then top-k, then top-p, the order of
    transformers' logits warpers; temperature 0 is greedy (argmax, first index on ties).
-3. A row stops after it emits an EOS id (kept in the completion, masked after). When at least a
+3. Non-finite logits (NaN weights, a float16 overflow) stop generation with a FloatingPointError
+   naming the token position, rather than sampling from a NaN distribution.
+4. A row stops after it emits an EOS id (kept in the completion, masked after). When at least a
    quarter of the rows still in the batch have stopped, they are dropped from it (the cache rows
    too), so finished rows stop costing compute; until then they ride along, masked.
 
@@ -182,6 +184,9 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
     active = torch.arange(N, device=device)  # (n,): the output row of each row in the batch
     stopped = torch.zeros(N, dtype=torch.bool, device=device)  # (n,): rows of the batch that emitted EOS
     for t in range(C):
+        if not bool(torch.isfinite(logits[~stopped]).all()):  # else the sampler indexes past the vocabulary
+            raise FloatingPointError(f"the policy's logits are not finite at new token {t + 1} (NaN or inf weights, "
+                                     "or a float16 overflow: try --dtype bfloat16 or float32)")
         tok, lp = sample_tokens(logits, u[active, t], temperature, top_k, top_p)  # (n,), (n,)
         out_ids[active, t] = tok.masked_fill(stopped, pad)
         out_lp[active, t] = lp.masked_fill(stopped, 0.0)

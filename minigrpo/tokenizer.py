@@ -12,7 +12,6 @@ EOS ids come from `generation_config.json` (what `transformers.generate` stops o
 tokenizer's `eos_token`, else from `config.json`; the pad id from `tokenizer_config.json`'s
 `pad_token`, else `generation_config.json`, else the first EOS id.
 """
-import json
 import re
 from pathlib import Path
 
@@ -86,7 +85,7 @@ def load_tokenizer(path):
     tc_path, gc_path = path / "tokenizer_config.json", path / "generation_config.json"
     tc = read_json(tc_path) if tc_path.is_file() else {}
     gc = read_json(gc_path) if gc_path.is_file() else {}
-    cfg = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    cfg = read_json(path / "config.json") if (path / "config.json").is_file() else {}
 
     eos = gc.get("eos_token_id")
     if eos is None:
@@ -95,14 +94,21 @@ def load_tokenizer(path):
         eos = cfg.get("eos_token_id")
     if eos is None:
         raise InputError(f"{path}: no EOS token in generation_config.json, tokenizer_config.json or config.json")
-    eos = [eos] if isinstance(eos, int) else list(eos)
-
+    eos = [eos] if isinstance(eos, int) else eos
     pad = _token_id(tok, tc.get("pad_token"), tc_path)
     if pad is None:
-        pad = gc.get("pad_token_id", eos[0])
+        pad = gc.get("pad_token_id", eos[0] if isinstance(eos, list) and eos else None)
+    V = tok.get_vocab_size(with_added_tokens=True)
+    for name, ids in (("eos_token_id", eos), ("pad_token_id", [pad])):
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < V
+                                                         for i in ids):
+            raise InputError(f"{path}: {name} {ids if name == 'eos_token_id' else pad!r} (from generation_config.json, "
+                             f"tokenizer_config.json or config.json) is not a token id; expected ids in [0, {V})")
 
     template = tc.get("chat_template") or ""
     if isinstance(template, list):  # a list of named templates: take "default"
-        template = next((t.get("template", "") for t in template if t.get("name") == "default"), "")
+        template = next((t.get("template", "") for t in template if isinstance(t, dict) and t.get("name") == "default"), "")
+    if not isinstance(template, str):
+        raise InputError(f"{tc_path}: field 'chat_template' is {type(template).__name__}, expected a string")
     m = _DEFAULT_SYSTEM.search(template)
     return ChatTokenizer(tok, eos, pad, default_system=m.group(1) if m else None)

@@ -28,14 +28,15 @@ from typing import Optional
 
 import torch
 
-from minigrpo.advantages import AGGREGATIONS, SCALES, SafetyConstraint, group_advantages
-from minigrpo.errors import InputError
-from minigrpo.files import atomic_dir, atomic_file, write_json
-from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
+from minigrpo.advantages import SafetyConstraint, group_advantages
+from minigrpo.errors import InputError, Interrupted
+from minigrpo.files import disk_full, write_json
+from minigrpo.lora import add_lora, lora_disabled, save_adapter
 from minigrpo.loader import load_policy
-from minigrpo.loss import LOSS_TYPES, grpo_loss
+from minigrpo.loss import grpo_loss
 from minigrpo.prompts import encode_prompts, load_prompts
 from minigrpo.reward_model import load_reward_model
+from minigrpo.runs import at_step, interrupted, prepare_out, resume, save_checkpoint, validate, warn_no_spread
 from minigrpo.sampler import generate, sequence_logprobs
 
 
@@ -77,6 +78,7 @@ class TrainConfig:
     micro_batch: int = field(default=0, metadata={"help": "sequences per forward/backward (0: the whole batch)"})
     save_every: int = field(default=50, metadata={"help": "save adapter + resumable checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint at its step and random state"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (deletes only what train wrote)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
@@ -84,7 +86,10 @@ class TrainConfig:
 def parse_weights(spec, aspects, default):
     """Aspect weights from '1,1,1,1' (in aspect order) or 'safety=1,politeness=0.5' (others 0)."""
     if not spec:
-        return torch.tensor(default, dtype=torch.float32)
+        weights = torch.tensor(default, dtype=torch.float32)
+        if not weights.any():
+            raise InputError(f"the reward model's default weights {default} are all 0 (every reward 0); pass --weights")
+        return weights
     parts = [p.strip() for p in spec.split(",") if p.strip()]
     if all("=" in p for p in parts):
         w = dict.fromkeys(aspects, 0.0)
@@ -100,6 +105,8 @@ def parse_weights(spec, aspects, default):
         weights = torch.tensor([_number(p) for p in parts])
     if not torch.isfinite(weights).all():
         raise InputError(f"--weights: {weights.tolist()} has a non-finite value")
+    if not weights.any():
+        raise InputError(f"--weights {spec!r}: every weight is 0, so every reward is 0 and nothing is learned")
     return weights
 
 
@@ -153,19 +160,30 @@ def check_finite(step, **tensors):
 
 
 def train(cfg):
-    """Run GRPO; returns the list of per-step metrics (also written to out/metrics.jsonl)."""
+    """Run GRPO; returns the list of per-step metrics (also written to out/metrics.jsonl).
+
+    Every flag and --out are checked before anything is read or written (minigrpo/runs.py). Ctrl-C
+    raises `Interrupted` (a KeyboardInterrupt) saying where the last checkpoint is; a full disk is
+    an OSError(ENOSPC) naming the file or --out.
+    """
+    state = validate(cfg)
+    try:
+        return _train(cfg, state)
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted(cfg)) from None
+    except OSError as e:
+        full = disk_full(e, e.filename or cfg.out)
+        if full:
+            raise full from None
+        raise
+
+
+def _train(cfg, state):
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     G = cfg.group_size
-    if G < 2 or cfg.batch_size % G:
-        raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --group-size {G} (≥ 2): "
-                          "advantages are computed within groups of G samples of one prompt")
     B = cfg.batch_size // G
-    for flag, value, choices in (("--loss-type", cfg.loss_type, LOSS_TYPES), ("--aggregation", cfg.aggregation, AGGREGATIONS),
-                                 ("--scale", cfg.scale, SCALES)):
-        if value not in choices:
-            raise InputError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
@@ -188,23 +206,21 @@ def train(cfg):
                              f"the reward model {cfg.reward_model} has {rm.aspects}")
         constraint = SafetyConstraint(threshold=cfg.safety_threshold, lr=cfg.safety_lr, aspect=cfg.safety_aspect)
     start, metrics = 0, []
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(cfg)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
-        start, metrics = resume(cfg, model, opt, constraint)
-    else:
-        (out / "metrics.jsonl").unlink(missing_ok=True)  # a fresh run starts a fresh log
+        start, metrics = resume(cfg, model, opt, constraint, state)
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in model.parameters())
     print(f"train: {len(prompts)} prompts, B={B} × G={G}, LoRA {n_train:,} trainable / {n_all:,} parameters "
           f"({100 * n_train / n_all:.2f}%), aspects {dict(zip(rm.aspects, weights.tolist()))}")
 
-    t_start = time.time()
+    t_start, warned = time.time(), False
     for step in range(start, cfg.steps):
         # ------------------------------------------------------------ rollouts
         t0 = time.time()
         idx = prompt_batch(len(prompts), B, step, cfg.seed)
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), at_step(step + 1):
             ro = generate(model, tokenizer, [prompt_ids[i] for i in idx], num_samples=G,
                           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                           top_k=cfg.top_k, seed=cfg.seed * 1_000_003 + step)
@@ -218,6 +234,7 @@ def train(cfg):
         # ------------------------------------------------------------ advantages
         adv, diag = group_advantages(rewards, weights=weights, aggregation=cfg.aggregation, scale=cfg.scale,
                                      constraint=constraint, aspects=rm.aspects)
+        warned = warn_no_spread(step + 1, diag, warned)
         adv = adv.reshape(-1).to(cfg.device)  # (N,)
         t2 = time.time()
         # ------------------------------------------------------------ update
@@ -274,35 +291,3 @@ def train(cfg):
     save_adapter(model, out / "adapter")
     write_json(out / "train_config.json", {**asdict(cfg), "lora": info})
     return metrics
-
-
-def save_checkpoint(cfg, model, opt, constraint, step):
-    """Adapter (PEFT layout) + optimizer and constraint state: all `--resume` needs, written atomically."""
-    out = Path(cfg.out)
-    with atomic_dir(out / "checkpoint") as tmp:
-        save_adapter(model, tmp / "adapter")
-        torch.save({"step": step, "optimizer": opt.state_dict(),
-                    "constraint": constraint.state_dict() if constraint else None}, tmp / "trainer_state.pt")
-    save_adapter(model, out / f"adapter-step{step}")
-
-
-def resume(cfg, model, opt, constraint):
-    """Restore adapter, optimizer and constraint from out/checkpoint; drop metrics rows after its step."""
-    ckpt = Path(cfg.out) / "checkpoint"
-    if not (ckpt / "trainer_state.pt").is_file():
-        raise InputError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.pt)")
-    load_adapter(model, ckpt / "adapter")
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    if constraint is not None and state["constraint"] is not None:
-        constraint.load_state_dict(state["constraint"])
-    step = state["step"]
-    rows = []
-    mpath = Path(cfg.out) / "metrics.jsonl"
-    if mpath.is_file():
-        rows = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
-        rows = [r for r in rows if r["step"] <= step]
-        with atomic_file(mpath) as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
-    print(f"resumed from {ckpt} at step {step}")
-    return step, rows

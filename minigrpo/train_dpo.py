@@ -24,6 +24,7 @@ from minigrpo.cost import Cost
 from minigrpo.dpo import dpo_loss, preference_pairs
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_dir, atomic_file, write_json
+from minigrpo.flags import check_flags
 from minigrpo.loader import load_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
 from minigrpo.prompts import encode_prompts, load_prompts
@@ -117,6 +118,7 @@ def pair_tensors(batch, pad, device):
 
 def dpo(cfg):
     """Run DPO; returns the list of per-step metrics (also written to out/metrics.jsonl)."""
+    check_flags(cfg)
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -23,6 +23,7 @@ import torch
 from minigrpo.cost import Cost
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_dir, atomic_file, write_json
+from minigrpo.flags import check_flags
 from minigrpo.loader import load_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
 from minigrpo.ppo import (ValueModel, explained_variance, gae, masked_mean, masked_whiten, ppo_policy_loss,
@@ -69,6 +70,7 @@ class PPOConfig:
 
 def ppo(cfg):
     """Run PPO; returns the list of per-step metrics (also written to out/metrics.jsonl)."""
+    check_flags(cfg)
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -44,7 +44,8 @@ from tokenizers import processors
 from minigrpo.bpe import train_bpe
 from minigrpo.encoder import Encoder, EncoderConfig, count_params, init_weights_, load_encoder
 from minigrpo.errors import InputError
-from minigrpo.files import iter_jsonl
+from minigrpo.files import check_out, iter_jsonl
+from minigrpo.flags import check_flags
 from minigrpo.reward_model import ASPECTS, RewardModel, load_tokenizer_file, save_reward_model
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # RoBERTa's, ids 0..4 in RoBERTa's order
@@ -214,6 +215,8 @@ def length_batches(lengths, batch_size, gen):
 def train_rm(cfg):
     """Train, validate each epoch, keep the best epoch, save. Returns the list of per-epoch metrics."""
     # ---- config → data
+    check_flags(cfg)
+    check_out(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if (cfg.encoder is None) == (cfg.config is None):

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from minigrpo.bpe import train_bpe
 from minigrpo.errors import InputError
-from minigrpo.files import atomic_dir, read_jsonl
+from minigrpo.files import atomic_dir, check_out, read_jsonl
+from minigrpo.flags import check_flags
 from minigrpo.loader import save_policy
 from minigrpo.qwen import Qwen, QwenConfig
 from minigrpo.tokenizer import load_tokenizer
@@ -44,6 +45,9 @@ class TokenizerConfig:
 
 
 def train_tokenizer(cfg):
+    """Train the BPE on the prompts and responses of the JSONL files; write it with its config files."""
+    check_flags(cfg)
+    check_out(cfg.out)
     texts = []
     for path in cfg.data.split(","):
         for row in read_jsonl(path, {"prompt": str}):
@@ -125,6 +129,9 @@ def init_weights_(model, std=0.02, seed=0):
 
 
 def train_sft(cfg):
+    """Train the tiny base policy by SFT and save it in the Hugging Face layout."""
+    check_flags(cfg)
+    check_out(cfg.out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)

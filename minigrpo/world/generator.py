@@ -56,7 +56,8 @@ import random
 from dataclasses import asdict, dataclass, field
 
 from minigrpo.errors import InputError
-from minigrpo.files import atomic_dir, write_json
+from minigrpo.files import atomic_dir, check_out, write_json
+from minigrpo.flags import check_flags
 from minigrpo.reward_model import ASPECTS
 from minigrpo.world import rubric
 from minigrpo.world.lexicon import EDITS, IDEAL, KINDS, SFT_MIX, STYLES, TOPICS, edit, prompt_texts, respond
@@ -210,7 +211,9 @@ def _jsonl(path, rows):
 
 def make_world(cfg):
     """Write prompts_{train,test,ood}.jsonl, sft.jsonl, rm.jsonl and world.json into cfg.out, atomically."""
-    _check(cfg)
+    _check(cfg)  # the world's own messages first; then the shared ranges (e.g. --seed) and --out
+    check_flags(cfg)
+    check_out(cfg.out)
     splits = build_prompts(cfg)
     sft = build_sft(splits["train"], cfg.sft_per_prompt, cfg.seed)
     rm = build_rm(splits["train"], cfg.rm_per_prompt, cfg.edit_frac, cfg.label_noise, cfg.seed)

@@ -102,12 +102,18 @@ def _aggregate(r, w, aggregation, scale, eps):
     if aggregation == "sum_then_normalize":
         return _normalise((r * w).sum(-1), scale, eps)  # R = Σ_k w_k r_k, (B, G)  the paper
     adv, constant = torch.zeros_like(r[..., 0]), torch.ones_like(r[:, 0, 0], dtype=torch.bool)  # (B, G), (B,)
+    bound = torch.zeros((), dtype=r.dtype, device=r.device)  # ≥ max |adv|: what rounding errors scale with
     for k in range(r.shape[-1]):
         a_k, const_k = _normalise(r[..., k], scale, eps)  # (B, G)  GDPO: normalise each aspect
         adv = adv + w[k] * a_k  # (B, G)  GDPO: weighted sum
+        bound = bound + w[k].abs() * a_k.abs().max()
         constant &= const_k | (w[k] == 0)
     s = _std(adv)  # GDPO / TRL: whiten over the batch (its mean is 0 by construction)
-    return (adv / (s + eps) if s > 0 else adv), constant  # (B, G)
+    # Weighted aspects can cancel exactly (one rises as another falls by as much): the sum is then
+    # rounding noise, and whitening it (eps = 0) would blow the noise up to unit size. Call it 0.
+    if s <= 64 * torch.finfo(r.dtype).eps * bound:
+        return torch.zeros_like(adv), constant
+    return adv / (s + eps), constant  # (B, G)
 
 
 def group_advantages(rewards, weights=None, aggregation="sum_then_normalize", scale="group", eps=1e-4,

@@ -6,6 +6,7 @@ same tests as a `package_only` parameter.
 """
 import json
 import math
+import sys
 
 import pytest
 import torch
@@ -83,7 +84,10 @@ def naive_advantages(r, w, aggregation, scale, eps):
     S = [[sum(w[k] * per[k][b][g] for k in range(K)) for g in range(G)] for b in range(B)]
     flat = [v for row in S for v in row]
     m, s = mean(flat), bessel_std(flat)
-    return [[(v - m) / (s + eps) if s > 0 else v for v in row] for row in S]
+    bound = sum(abs(w[k]) * max(abs(v) for row in per[k] for v in row) for k in range(K))
+    if s <= 64 * sys.float_info.epsilon * bound:  # aspects that cancel exactly: rounding noise, not signal
+        return [[0.0] * G for _ in range(B)]
+    return [[(v - m) / (s + eps) for v in row] for row in S]
 
 
 def group_std(a):
@@ -355,3 +359,12 @@ def test_bad_input_is_a_value_error(call, words):
     with pytest.raises(ValueError) as e:
         call()
     assert words in str(e.value)
+
+
+@pytest.mark.package_only
+@given(st.floats(1e-3, 1e3), st.floats(1e-2, 1e2))
+def test_gdpo_cancelling_aspects_give_zero_not_noise(c, w):
+    """GDPO (eps = 0) with weighted aspects that cancel exactly gives advantages 0, not whitened rounding noise."""
+    r = c * torch.tensor([[[0.0, 0.1875], [0.0625, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    adv, _ = group_advantages(r, weights=[w, w], aggregation="normalize_then_sum", eps=0.0)
+    assert torch.equal(adv, torch.zeros(2, 2, dtype=torch.float64))

@@ -1,7 +1,8 @@
-"""A run directory of `minigrpo train`: check every flag first, refuse to mix runs, resume safely.
+"""A trainer's run directory (`minigrpo train`, `ppo`, `dpo`): check every flag first, refuse to mix
+runs, resume safely.
 
-`train` calls `validate(cfg)` before it reads a model or touches `--out`, so a typo never costs the
-previous run's log. The rules for `--out`:
+`train` calls `validate(cfg)` (ppo and dpo call `check_run_dir`) before it reads a model or touches
+`--out`, so a typo never costs the previous run's log. The rules for `--out`:
   1. A fresh run needs an empty (or new) `--out`. A used one is refused unless `--resume` (continue
      the run in it) or `--overwrite` (delete what `minigrpo train` wrote there, after the models and
      prompts have loaded; anything else in the folder makes it refuse instead).
@@ -32,15 +33,15 @@ from minigrpo.files import atomic_dir, atomic_file, check_out, read_json, recove
 from minigrpo.flags import check_flags
 from minigrpo.loss import LOSS_TYPES
 
-FREE = ("steps", "save_every", "threads", "resume", "overwrite", "out")  # may change on --resume
+FREE = ("steps", "epochs", "save_every", "threads", "resume", "overwrite", "out")  # may change on --resume
 PATHS = ("policy", "reward_model", "prompts")  # compared as absolute paths
 OUTPUTS = ("metrics.jsonl", "train_config.json", "adapter", "checkpoint")  # what train writes (and adapter-step*)
 
 
-def _ours(name):
-    """Whether an entry of --out is one minigrpo train writes, or the temp file or folder of one of its atomic writes."""
+def _ours(name, outputs=OUTPUTS):
+    """Whether an entry of --out is one the trainer writes, or the temp file or folder of one of its atomic writes."""
     name = name.removeprefix(".")  # atomic writes use '.' + the output's name + a suffix
-    return any(name == o or name.startswith(o + ".") for o in OUTPUTS) or name.startswith("adapter-step")
+    return any(name == o or name.startswith(o + ".") for o in outputs) or name.startswith("adapter-step")
 
 
 def validate(cfg):
@@ -57,6 +58,11 @@ def validate(cfg):
                                  ("--scale", cfg.scale, SCALES)):
         if value not in choices:
             raise InputError(f"{flag} {value!r}: expected one of {', '.join(choices)}")
+    return check_run_dir(cfg)
+
+
+def check_run_dir(cfg, outputs=OUTPUTS, stage="train"):
+    """The --out rules above for a trainer writing `outputs`; returns the checkpoint's state on --resume, else None."""
     if cfg.resume and cfg.overwrite:
         raise InputError("--resume and --overwrite: give one (continue the run in --out, or replace it)")
     check_out(cfg.out)
@@ -67,20 +73,20 @@ def validate(cfg):
     if used and not cfg.overwrite:
         raise InputError(f"--out {out}: already holds {', '.join(used[:4])}{' …' if len(used) > 4 else ''}; continue "
                          "that run with --resume, replace it with --overwrite, or choose another --out")
-    foreign = [n for n in used if not _ours(n)]
+    foreign = [n for n in used if not _ours(n, outputs)]
     if foreign:
-        raise InputError(f"--out {out}: --overwrite deletes only what minigrpo train writes, but the folder also holds "
-                         f"{', '.join(foreign[:4])}; choose another --out")
+        raise InputError(f"--out {out}: --overwrite deletes only what minigrpo {stage} writes, but the folder also "
+                         f"holds {', '.join(foreign[:4])}; choose another --out")
     return None
 
 
-def prepare_out(cfg):
-    """Create --out; with --overwrite, delete the previous run's outputs (validate checked they are all ours)."""
+def prepare_out(cfg, outputs=OUTPUTS):
+    """Create --out; with --overwrite, delete the previous run's outputs (check_run_dir found them all ours)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:
         for p in out.iterdir():
-            if _ours(p.name):
+            if _ours(p.name, outputs):
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
@@ -108,7 +114,7 @@ def check_resume(cfg):
         raise InputError(f"--resume: {', '.join(changed)} differ from the settings {ckpt} was trained with; the result "
                          "would be neither that run nor a new one. Resume with its settings, or start a new run")
     state = read_trainer_state(ckpt / "trainer_state.pt")
-    if cfg.steps < state["step"]:
+    if hasattr(cfg, "steps") and cfg.steps < state["step"]:
         raise InputError(f"--steps {cfg.steps}: the checkpoint in {ckpt} is already at step {state['step']}; "
                          f"expected --steps ≥ {state['step']}")
     for line in free:
@@ -124,8 +130,8 @@ def read_trainer_state(path):
     except Exception as e:  # a truncated or foreign file: torch raises several error types
         raise InputError(f"{path}: not a readable trainer state ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("optimizer"), dict):
-        raise InputError(f"{path}: expected a dict with 'step' (int), 'optimizer' and 'constraint'; "
-                         "it was not written by minigrpo train")
+        raise InputError(f"{path}: expected a dict with 'step' (int) and 'optimizer'; it was not written by a "
+                         "minigrpo trainer")
     return state
 
 
@@ -155,13 +161,18 @@ def resume(cfg, model, opt, constraint, state):
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run's parameters ({e})") from None
     step = state["step"]
-    mpath = Path(cfg.out) / "metrics.jsonl"
-    rows = [r for r in read_metrics(mpath) if r["step"] <= step] if mpath.is_file() else []
-    if mpath.is_file():
-        with atomic_file(mpath) as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
     print(f"resumed from {ckpt} at step {step}")
-    return step, rows
+    return step, metrics_until(Path(cfg.out) / "metrics.jsonl", step)
+
+
+def metrics_until(path, step):
+    """The rows of metrics.jsonl up to `step`, the file rewritten without later ones (they are run again)."""
+    if not Path(path).is_file():
+        return []
+    rows = [r for r in read_metrics(path) if r["step"] <= step]
+    with atomic_file(path) as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
 
 
 def read_metrics(path):

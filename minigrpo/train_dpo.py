@@ -29,9 +29,12 @@ from minigrpo.loader import load_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
 from minigrpo.prompts import encode_prompts, load_prompts
 from minigrpo.reward_model import load_reward_model
+from minigrpo.runs import check_run_dir, metrics_until, prepare_out, run_config
 from minigrpo.sampler import generate, left_pad, sequence_logprobs
 from minigrpo.train import check_finite, parse_weights, prompt_batch
-from minigrpo.train_ppo import resume_metrics
+
+
+OUTPUTS = ("metrics.jsonl", "train_config.json", "cost.json", "pairs.pt", "adapter", "checkpoint")  # what dpo writes
 
 
 @dataclass
@@ -60,6 +63,7 @@ class DPOConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature of the pairs"})
     save_every: int = field(default=50, metadata={"help": "save adapter + resumable checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint (pairs from out/pairs.pt)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (deletes only what dpo wrote)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
@@ -126,6 +130,9 @@ def dpo(cfg):
                              ("--batch-size", cfg.batch_size, 1), ("--sample-batch", cfg.sample_batch, 1)):
         if value < low:
             raise InputError(f"{flag} {value}: expected an integer ≥ {low}")
+    state = check_run_dir(cfg, OUTPUTS, "dpo")  # before anything is read or written (minigrpo/runs.py)
+    if cfg.resume and not (Path(cfg.out) / "pairs.pt").is_file():
+        raise InputError(f"{Path(cfg.out) / 'pairs.pt'}: not found; --resume needs the pairs the run sampled")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
     model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
@@ -143,12 +150,11 @@ def dpo(cfg):
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     cost, start, metrics = Cost(), 0, []
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(cfg, OUTPUTS)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
-        start, metrics = resume(cfg, model, opt, cost)
+        start, metrics = resume(cfg, model, opt, cost, state)
         pairs = torch.load(out / "pairs.pt", weights_only=True)["pairs"]
     else:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
         # ------------------------------------------------------------ rollouts + score: the preference pairs
         model.eval()
         pairs = make_pairs(cfg, model, tokenizer, rm, weights, prompts, prompt_ids, cost)
@@ -206,17 +212,18 @@ def save_checkpoint(cfg, model, opt, cost, step):
     with atomic_dir(out / "checkpoint") as tmp:
         save_adapter(model, tmp / "adapter")
         torch.save({"step": step, "optimizer": opt.state_dict(), "cost": cost.state_dict()}, tmp / "trainer_state.pt")
+        write_json(tmp / "train_config.json", run_config(cfg))  # what --resume compares its flags with
     save_adapter(model, out / f"adapter-step{step}")
 
 
-def resume(cfg, model, opt, cost):
-    """Restore adapter, optimizer and counters from out/checkpoint; drop later metrics rows."""
+def resume(cfg, model, opt, cost, state):
+    """Restore adapter, optimizer and counters from out/checkpoint (`state`: its trainer_state.pt)."""
     ckpt = Path(cfg.out) / "checkpoint"
-    if not (ckpt / "trainer_state.pt").is_file() or not (Path(cfg.out) / "pairs.pt").is_file():
-        raise InputError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.pt and ../pairs.pt)")
     load_adapter(model, ckpt / "adapter")
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    cost.load_state_dict(state["cost"])
+    try:
+        opt.load_state_dict(state["optimizer"])
+        cost.load_state_dict(state["cost"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run ({e})") from None
     print(f"resumed from {ckpt} at step {state['step']}")
-    return state["step"], resume_metrics(Path(cfg.out) / "metrics.jsonl", state["step"])
+    return state["step"], metrics_until(Path(cfg.out) / "metrics.jsonl", state["step"])

@@ -22,7 +22,7 @@ import torch
 
 from minigrpo.cost import Cost
 from minigrpo.errors import InputError
-from minigrpo.files import atomic_dir, atomic_file, write_json
+from minigrpo.files import atomic_dir, write_json
 from minigrpo.flags import check_flags
 from minigrpo.loader import load_policy
 from minigrpo.lora import add_lora, load_adapter, lora_disabled, save_adapter
@@ -30,8 +30,12 @@ from minigrpo.ppo import (ValueModel, explained_variance, gae, masked_mean, mask
                           ppo_value_loss, token_rewards)
 from minigrpo.prompts import encode_prompts, load_prompts
 from minigrpo.reward_model import load_reward_model
+from minigrpo.runs import check_run_dir, metrics_until, prepare_out, run_config
 from minigrpo.sampler import generate, sequence_logprobs
 from minigrpo.train import check_finite, parse_weights, prompt_batch
+
+
+OUTPUTS = ("metrics.jsonl", "train_config.json", "cost.json", "adapter", "critic", "checkpoint")  # what ppo writes
 
 
 @dataclass
@@ -64,6 +68,7 @@ class PPOConfig:
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature"})
     save_every: int = field(default=50, metadata={"help": "save adapters + resumable checkpoint every N steps"})
     resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint at its step"})
+    overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (deletes only what ppo wrote)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
 
@@ -80,6 +85,7 @@ def ppo(cfg):
             raise InputError(f"{flag} {value}: expected a positive integer")
     if cfg.batch_size % cfg.minibatches or cfg.batch_size // cfg.minibatches < 1:
         raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --minibatches {cfg.minibatches}")
+    state = check_run_dir(cfg, OUTPUTS, "ppo")  # before anything is read or written (minigrpo/runs.py)
     B, out = cfg.batch_size, Path(cfg.out)
     targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     torch.manual_seed(cfg.seed)
@@ -98,11 +104,9 @@ def ppo(cfg):
         raise InputError(f"{cfg.prompts}: {len(prompts)} prompts, fewer than the {B} a step needs (--batch-size)")
     opt = torch.optim.AdamW(params, lr=cfg.lr)  # one optimizer over policy and critic, as TRL's PolicyAndValueWrapper
     cost, start, metrics = Cost(), 0, []
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_out(cfg, OUTPUTS)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
-        start, metrics = resume(cfg, model, critic, opt, cost)
-    else:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        start, metrics = resume(cfg, model, critic, opt, cost, state)
     n_train = sum(p.numel() for p in params)
     print(f"ppo: {len(prompts)} prompts, B={B} × 1, policy + critic {n_train:,} trainable parameters, "
           f"{cfg.ppo_epochs} epochs × {cfg.minibatches} minibatches")
@@ -201,30 +205,20 @@ def save_checkpoint(cfg, model, critic, opt, cost, step):
         save_adapter(critic.backbone, tmp / "critic_adapter")
         torch.save({"step": step, "optimizer": opt.state_dict(), "value_head": critic.head.state_dict(),
                     "cost": cost.state_dict()}, tmp / "trainer_state.pt")
+        write_json(tmp / "train_config.json", run_config(cfg))  # what --resume compares its flags with
     save_adapter(model, out / f"adapter-step{step}")
 
 
-def resume(cfg, model, critic, opt, cost):
-    """Restore adapters, value head, optimizer and counters from out/checkpoint; drop later metrics rows."""
+def resume(cfg, model, critic, opt, cost, state):
+    """Restore adapters, value head, optimizer and counters from out/checkpoint (`state`: its trainer_state.pt)."""
     ckpt = Path(cfg.out) / "checkpoint"
-    if not (ckpt / "trainer_state.pt").is_file():
-        raise InputError(f"{ckpt}: no checkpoint to resume from (expected trainer_state.pt)")
     load_adapter(model, ckpt / "adapter")
     load_adapter(critic.backbone, ckpt / "critic_adapter")
-    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
-    critic.head.load_state_dict(state["value_head"])
-    opt.load_state_dict(state["optimizer"])
-    cost.load_state_dict(state["cost"])
+    try:
+        critic.head.load_state_dict(state["value_head"])
+        opt.load_state_dict(state["optimizer"])
+        cost.load_state_dict(state["cost"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run ({e})") from None
     print(f"resumed from {ckpt} at step {state['step']}")
-    return state["step"], resume_metrics(Path(cfg.out) / "metrics.jsonl", state["step"])
-
-
-def resume_metrics(path, step):
-    """The rows of metrics.jsonl up to `step`, rewritten without the later ones (a run stopped after a checkpoint)."""
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["step"] <= step]
-    with atomic_file(path) as f:
-        f.write("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    return state["step"], metrics_until(Path(cfg.out) / "metrics.jsonl", state["step"])

@@ -144,3 +144,13 @@ def test_dpo_resume_is_exact(toy, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
     ca, cb = (json.loads((d / "cost.json").read_text()) for d in (full, cut))
     assert (ca["forward_tokens"], ca["backward_tokens"], ca["completions"]) == (cb["forward_tokens"], cb["backward_tokens"], cb["completions"])
+
+
+def test_dpo_keeps_runs_apart(toy, tmp_path, capsys):
+    """A fresh dpo into a used --out is refused, and --resume refuses a changed setting (here beta)."""
+    out = tmp_path / "run"
+    assert _dpo(toy, out, "--epochs", "1") == 0
+    assert _dpo(toy, out, "--epochs", "1") == 2
+    assert "already holds" in capsys.readouterr().err
+    assert _dpo(toy, out, "--epochs", "2", "--resume", "--beta", "0.5") == 2
+    assert "--beta 0.5 (was 0.1)" in capsys.readouterr().err

@@ -229,3 +229,16 @@ def test_ppo_bad_minibatches(toy, tmp_path, capsys):
     """A batch that does not split into minibatches is refused, naming both flags."""
     assert _ppo(toy, tmp_path / "r", "--steps", "1", "--minibatches", "3") == 2
     assert "--minibatches" in capsys.readouterr().err
+
+
+def test_ppo_keeps_runs_apart(toy, tmp_path, capsys):
+    """A fresh ppo into a used --out is refused (its old checkpoint is never resumed); --resume refuses a changed lr."""
+    out = tmp_path / "run"
+    assert _ppo(toy, out, "--steps", "2", "--save-every", "2") == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    assert _ppo(toy, out, "--steps", "2") == 2
+    assert "already holds" in capsys.readouterr().err and (out / "metrics.jsonl").read_bytes() == before
+    assert _ppo(toy, out, "--steps", "3", "--save-every", "2", "--resume", "--lr", "1e-1") == 2
+    assert "--lr 0.1 (was" in capsys.readouterr().err
+    assert _ppo(toy, out, "--steps", "1", "--overwrite") == 0
+    assert [r["step"] for r in _rows(out)] == [1] and not (out / "adapter-step2").exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_file, read_json
+from minigrpo.report import named_paths
 
 
 @dataclass
@@ -26,13 +27,7 @@ class CompareConfig:
 
 
 def _pairs(spec, flag):
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        if "=" not in part:
-            raise InputError(f"--{flag}: expected NAME=DIR, found {part!r}")
-        name, path = part.split("=", 1)
-        out[name] = Path(path)
-    return out
+    return {name: Path(path) for name, path in named_paths(spec, flag).items()}
 
 
 def grpo_cost(run):

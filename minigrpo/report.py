@@ -21,7 +21,8 @@ class ReportConfig:
     notes: str = field(default="", metadata={"help": "markdown file appended under the heading (settings, commands)"})
 
 
-def _pairs(spec, what):
+def named_paths(spec, what):
+    """{NAME: PATH} of a comma-separated NAME=PATH flag (--evals, --metrics, compare's --runs); InputError otherwise."""
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         if "=" not in part:
@@ -92,11 +93,11 @@ def report(cfg):
     """Write report.md (and curves PNG beside it) from eval outputs and training logs."""
     check_flags(cfg)
     check_out(cfg.out, kind="file")
-    evals = {name: read_json(Path(d) / "eval.json", "eval.json (from `minigrpo eval`)") for name, d in _pairs(cfg.evals, "evals").items()}
+    evals = {name: read_json(Path(d) / "eval.json", "eval.json (from `minigrpo eval`)") for name, d in named_paths(cfg.evals, "evals").items()}
     if not evals:
         raise InputError("--evals: no runs given")
     metrics = {}
-    for name, path in _pairs(cfg.metrics, "metrics").items():
+    for name, path in named_paths(cfg.metrics, "metrics").items():
         metrics[name] = [row for _, row in iter_jsonl(path)]
     lines = [f"# {cfg.title}", ""]
     if cfg.notes:

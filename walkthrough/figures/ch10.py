@@ -16,7 +16,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from minigrpo.train_rm import aspect_metrics, split_by_prompt  # noqa: E402
-from minigrpo.world import WorldConfig, build_prompts, build_rm  # noqa: E402
+from minigrpo.world.generator import WorldConfig, build_prompts, build_rm  # noqa: E402
 
 ASPECTS = ["politeness", "meaningfulness", "actionability", "safety"]
 KINDS = ["harmful", "risky_safe", "benign"]

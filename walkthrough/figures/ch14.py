@@ -18,13 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import minigrpo  # noqa: E402
-from minigrpo.base_policy import TokenizerConfig, train_tokenizer  # noqa: E402
+from minigrpo.world.base_policy import TokenizerConfig, train_tokenizer  # noqa: E402
 from minigrpo.loader import save_policy  # noqa: E402
 from minigrpo.qwen import Qwen, QwenConfig  # noqa: E402
 from minigrpo.reward_model import RewardModel, save_reward_model  # noqa: E402
 from minigrpo.train import TrainConfig, train  # noqa: E402
 from minigrpo.train_rm import roberta_tokenizer, tiny_encoder  # noqa: E402
-from minigrpo.world import WorldConfig, make_world  # noqa: E402
+from minigrpo.world.generator import WorldConfig, make_world  # noqa: E402
 
 ASPECTS = ["politeness", "meaningfulness", "actionability", "safety"]
 

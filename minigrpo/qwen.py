@@ -263,6 +263,15 @@ class Qwen(nn.Module):
         With a `cache`, the tokens are appended after the cached ones and attend to them.
         `logits_to_keep=n` computes logits for the last n positions only (0: all).
         """
+        x = self.hidden(input_ids, attention_mask, position_ids, cache, logits_to_keep)  # (B, T, H)
+        return self.lm_head(x).float()  # (B, T, V)
+
+    def hidden(self, input_ids, attention_mask=None, position_ids=None, cache=None, keep=0):
+        """The final-normed hidden states (B, T, H) that `lm_head` turns into logits; `keep=n`: last n only.
+
+        `forward` is `lm_head(hidden(...)).float()`; `sequence_logprobs` calls this instead so that it
+        can apply `lm_head` a chunk of tokens at a time (with V = 151,936 the logits dwarf the rest).
+        """
         B, T = input_ids.shape
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()  # (B, T)
         offset = cache.seen[:, None] if cache is not None else 0  # (B, 1): tokens already cached
@@ -278,9 +287,9 @@ class Qwen(nn.Module):
             x = block(x, cos, sin, attn, cache, i)
         if cache is not None:
             cache.advance(mask)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        return self.lm_head(self.model.norm(x)).float()  # (B, T, V)
+        if keep:
+            x = x[:, -keep:]  # (B, keep, H)
+        return self.model.norm(x)  # (B, T, H)
 
     def step(self, tokens, live, cache):
         """Logits (n, V) for one new token per row, appended to `cache`: the sampler's inner loop.

@@ -90,6 +90,7 @@ class TrainConfig:
     resume: bool = field(default=False, metadata={"help": "continue from out/checkpoint at its step and random state"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    checkpoint_layers: bool = field(default=False, metadata={"help": "activation checkpointing: recompute each block in the backward (less memory, ~1/3 more update compute)"})
     autocast: bool = field(default=True, metadata={"help": "with a bfloat16 policy, run the update's forwards under torch.autocast(bfloat16)"})
     rm_dtype: Optional[str] = field(default=None, metadata={"help": "reward model dtype: float32 / bfloat16 / float16 (default: bfloat16 on cuda, float32 on cpu)"})
 
@@ -192,6 +193,7 @@ def train(cfg):
     model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
     info = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()))
+    model.checkpoint_layers = cfg.checkpoint_layers
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")

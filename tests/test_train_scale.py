@@ -116,3 +116,24 @@ def test_log_kl_every(setup, tmp_path, every, beta, logged):
     """KL to the base is logged on step 1 and every K steps with beta = 0 (never with K = 0), every step when beta > 0."""
     assert _train(setup, tmp_path / "r", "--steps", "3", "--log-kl-every", every, "--beta", beta) == 0
     assert [r["step"] for r in _rows(tmp_path / "r") if "loss/kl" in r] == logged
+
+
+def test_checkpoint_layers_same_gradients(setup):
+    """Activation checkpointing of the blocks changes neither the log-probs nor the LoRA gradients."""
+    out = {}
+    for ckpt in (False, True):
+        model, tok = load_policy(setup / "policy")
+        torch.manual_seed(0)
+        add_lora(model, r=4)
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(name)))
+        ro = generate(model.eval(), tok, PROMPTS[:2], num_samples=2, max_new_tokens=6, seed=0)
+        model.train()
+        model.checkpoint_layers = ckpt
+        lp = sequence_logprobs(model, ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)  # (N, C)
+        (lp * torch.linspace(-1, 1, lp.numel()).view(lp.shape)).sum().backward()
+        out[ckpt] = lp.detach(), {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert torch.equal(out[False][0], out[True][0])
+    for name, g in out[False][1].items():
+        torch.testing.assert_close(out[True][1][name], g, rtol=1e-5, atol=1e-7)

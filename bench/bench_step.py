@@ -5,7 +5,10 @@ as a TRL reward function), compute group advantages and take one LoRA update; th
 step are the median over `--steps` steps after one warm-up step, pooled over `--rounds` rounds
 that alternate the two libraries (minigrpo, TRL, minigrpo, TRL, …) so that load from other
 processes on a shared machine falls on both alike. Needs `pip install trl` (`make setup` does not
-install it) and a trained embedded world (`make train-small`).
+install it) and a trained embedded world (`make train-small`). Equal settings: fp32 and no gradient
+checkpointing for both (TRL's GRPOConfig defaults to bf16=True and gradient_checkpointing=True;
+`--trl-defaults` keeps them, as runs before this flag did); beta 0 for TRL (no reference forward) and
+minigrpo's KL monitoring only on its first, untimed step (`--log-kl-every` 10).
 
     .venv/bin/python bench/bench_step.py --run runs/full [--steps 6] [--rounds 3]
 """
@@ -28,7 +31,7 @@ def ours(run, steps, B, G, C, lr):
         statistics.mean(r["completion_len"] for r in rows[1:])
 
 
-def trl_step(run, steps, B, G, C, lr):
+def trl_step(run, steps, B, G, C, lr, trl_defaults=False):
     import datasets
     import transformers
     from peft import LoraConfig
@@ -64,7 +67,8 @@ def trl_step(run, steps, B, G, C, lr):
     with tempfile.TemporaryDirectory() as out:
         args = GRPOConfig(output_dir=out, per_device_train_batch_size=B * G, num_generations=G, max_completion_length=C,
                           learning_rate=lr, max_steps=steps + 1, logging_steps=1, report_to=[], use_cpu=True, beta=0.0,
-                          save_strategy="no", temperature=1.0, gradient_accumulation_steps=1, seed=0)
+                          save_strategy="no", temperature=1.0, gradient_accumulation_steps=1, seed=0,
+                          **({} if trl_defaults else {"bf16": False, "gradient_checkpointing": False}))
         tok = transformers.AutoTokenizer.from_pretrained(f"{run}/base")
         trainer = GRPOTrainer(model=f"{run}/base", reward_funcs=reward, args=args, train_dataset=ds,
                               processing_class=tok, callbacks=[Timer(), Lens()],
@@ -82,6 +86,7 @@ def main():
     ap.add_argument("--prompts-per-step", type=int, default=8)
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--trl-defaults", action="store_true", help="TRL at its GRPOConfig defaults (bf16, gradient checkpointing)")
     args = ap.parse_args()
     if not Path(args.run, "rm", "config.json").is_file():
         raise SystemExit(f"{args.run}: no trained world here; run `make train-small` first")
@@ -91,7 +96,7 @@ def main():
     for r in range(args.rounds):
         t, len_ours = ours(args.run, **kw)
         t_ours += t
-        t, len_trl = trl_step(args.run, **kw)
+        t, len_trl = trl_step(args.run, **kw, trl_defaults=args.trl_defaults)
         t_trl += t
         print(f"round {r + 1}: median s/step minigrpo {statistics.median(t_ours[-len(t):]):.3f}, TRL {statistics.median(t):.3f}")
     m_ours, m_trl = statistics.median(t_ours), statistics.median(t_trl)

@@ -46,7 +46,8 @@ def grpo_cost(run):
         P = sum(len(ids[i]) for i in prompt_batch(len(ids), B, r["step"] - 1, cfg["seed"]))  # real prompt tokens
         C = round(r["completion_len"] * B * G)  # real completion tokens of the N samples
         T = G * P + C
-        fwd += P + C + it * T * (2 if cfg["beta"] > 0 or cfg["log_kl"] else 1)  # sampling, policy (+ reference)
+        ref = T if "loss/kl" in r else 0  # the frozen base's forward, once per batch, on steps that measured KL
+        fwd += P + C + it * T + ref  # sampling (prefill + one per generated token), policy per inner iteration
         bwd += it * T
     n = len(rows) * B * G
     return {"method": "grpo", "completions": n, "scored": n, "forward_tokens": fwd, "backward_tokens": bwd,

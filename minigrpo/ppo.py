@@ -146,5 +146,5 @@ class ValueModel(nn.Module):
         C = completion_ids.shape[1]
         ids = torch.cat([prompt_ids, completion_ids], 1)  # (N, T)
         mask = torch.cat([prompt_mask, completion_mask], 1)  # (N, T)
-        h = self.backbone(ids, mask, hidden=True)[:, -C - 1:-1]  # (N, C, H): position P−1+j sees tokens < j, as the policy
+        h = self.backbone.hidden(ids, mask)[:, -C - 1:-1]  # (N, C, H): position P−1+j sees tokens < j, as the policy
         return self.head(h.float()).squeeze(-1) * completion_mask  # (N, C)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 @dataclass
@@ -256,13 +257,24 @@ class Qwen(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.checkpoint_layers = False  # activation checkpointing of each block in training (see `hidden`)
 
-    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0, hidden=False):
+    def forward(self, input_ids, attention_mask=None, position_ids=None, cache=None, logits_to_keep=0):
         """Logits for `input_ids` (B, T); `attention_mask` (B, T) is 1 for real tokens, 0 for padding.
 
         With a `cache`, the tokens are appended after the cached ones and attend to them.
         `logits_to_keep=n` computes logits for the last n positions only (0: all).
-        `hidden=True` returns the final normed hidden states (B, T, H) instead (a critic's input).
+        """
+        x = self.hidden(input_ids, attention_mask, position_ids, cache, logits_to_keep)  # (B, T, H)
+        return self.lm_head(x).float()  # (B, T, V)
+
+    def hidden(self, input_ids, attention_mask=None, position_ids=None, cache=None, keep=0):
+        """The final-normed hidden states (B, T, H) that `lm_head` turns into logits; `keep=n`: last n only.
+
+        `forward` is `lm_head(hidden(...)).float()`; `sequence_logprobs` calls this instead so that it
+        can apply `lm_head` a chunk of tokens at a time (with V = 151,936 the logits dwarf the rest).
+        With `checkpoint_layers` set, in training mode with gradients on, each block keeps only its input
+        and recomputes the rest in the backward (transformers' gradient checkpointing, same numbers).
         """
         B, T = input_ids.shape
         mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()  # (B, T)
@@ -275,15 +287,17 @@ class Qwen(nn.Module):
         if T == 1:  # decoding: one additive mask for every layer, as `attend` wants it
             attn = torch.zeros(attn.shape, dtype=x.dtype, device=x.device).masked_fill_(~attn, float("-inf"))
         cos, sin = self.model.rotary_emb(position_ids, x.dtype)
+        recompute = self.checkpoint_layers and self.training and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.model.layers):
-            x = block(x, cos, sin, attn, cache, i)
+            if recompute:
+                x = checkpoint(block, x, cos, sin, attn, use_reentrant=False)  # (B, T, H)
+            else:
+                x = block(x, cos, sin, attn, cache, i)  # (B, T, H)
         if cache is not None:
             cache.advance(mask)
-        if logits_to_keep:
-            x = x[:, -logits_to_keep:]
-        if hidden:
-            return self.model.norm(x)  # (B, T, H)
-        return self.lm_head(self.model.norm(x)).float()  # (B, T, V)
+        if keep:
+            x = x[:, -keep:]  # (B, keep, H)
+        return self.model.norm(x)  # (B, T, H)
 
     def step(self, tokens, live, cache):
         """Logits (n, V) for one new token per row, appended to `cache`: the sampler's inner loop.

@@ -74,8 +74,9 @@ def plot_curves(metrics, png):
         steps = [r["step"] for r in rows]
         for key in sorted(k for k in rows[0] if k.startswith("score/")):
             axes[0].plot(steps, [r[key] for r in rows], label=f"{name}: {key[6:]}")
-        if "loss/kl" in rows[0]:
-            axes[1].plot(steps, [r["loss/kl"] for r in rows], label=f"{name}: KL to base")
+        kl = [(r["step"], r["loss/kl"]) for r in rows if "loss/kl" in r]  # every --log-kl-every steps
+        if kl:
+            axes[1].plot(*zip(*kl), label=f"{name}: KL to base", marker=".")
         axes[1].plot(steps, [r["frac_zero_std"] for r in rows], label=f"{name}: zero-std groups", linestyle=":")
         axes[2].plot(steps, [r["completion_len"] for r in rows], label=name)
     for ax, title in zip(axes, ["reward-model score per aspect", "KL to the frozen base (k3), zero-std fraction", "completion length"]):

@@ -33,9 +33,11 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch.utils.checkpoint import checkpoint
 
 
 COMPACT_FRACTION = 0.25  # drop stopped rows from the batch once they are this share of it
+LOGITS_BYTES = 2**27  # sequence_logprobs: fp32 logits computed at once, 128 MiB (220 tokens at V = 151,936)
 
 
 @dataclass
@@ -214,17 +216,55 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
                    num_samples=G)
 
 
-def sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0):
+def at_least_fp32(logits):
+    """bf16 / fp16 logits in fp32 (as Qwen.forward returns them); fp32 and fp64 unchanged."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def token_logprobs(lm_head, h, ids, temperature):
+    """log softmax(lm_head(h) / T)[ids]: h (..., H), ids (...) → (...), via fp32 logits (..., V)."""
+    logits = at_least_fp32(lm_head(h))  # (..., V)
+    if temperature > 0 and temperature != 1:  # x / 1 is x: skip the copy
+        logits = logits / temperature
+    return logits.gather(-1, ids[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (...)  log p = z_t − logsumexp(z)
+
+
+def sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0,
+                      max_logits_bytes=LOGITS_BYTES):
     """Log-probs (N, C) of the completion tokens under `model` at `temperature`, 0 where masked.
 
-    One forward of prompt + completion (N, T); logits are computed for the last C + 1 positions only.
+    One forward of prompt + completion (N, T) to the final hidden states of the last C + 1
+    positions; `lm_head`, the log-softmax and the gather then run on at most
+    `max_logits_bytes // (4·V)` tokens at a time, so the fp32 logits (N, C, V) never exist at once
+    (N = 32, C = 128, V = 151,936 would be 2.5 GB). When the whole batch fits in one chunk it is
+    computed exactly as a plain forward would (the tiny world: same bits as before chunking).
+    With several chunks and gradients on, each chunk is checkpointed: the backward recomputes its
+    logits instead of keeping them, so peak extra memory is a few chunks' logits (about
+    5 × max_logits_bytes: logits, their exp, and their gradient), whatever N and C; the price is one
+    more `lm_head` forward per chunk. Gradients are exact (the recomputation is the same arithmetic).
+    Per token the arithmetic is the same in both paths; only the matmul's row blocking differs.
     Differentiable: the GRPO loss calls it with gradients on. T = 0 is read as T = 1 (as `generate`).
     """
-    C = completion_ids.shape[1]
+    N, C = completion_ids.shape
+    V = model.config.vocab_size
     ids = torch.cat([prompt_ids, completion_ids], 1)  # (N, T)
     mask = torch.cat([prompt_mask, completion_mask], 1)  # (N, T)
-    logits = model(ids, mask, logits_to_keep=C + 1)[:, :-1]  # (N, C, V): position P-1+j predicts token j
-    if temperature > 0:
-        logits = logits / temperature
-    logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (N, C)
-    return logp * completion_mask
+    h = model.hidden(ids, mask, keep=C + 1)  # (N, C + 1, H): position P-1+j predicts token j
+    chunk = max(1, max_logits_bytes // (4 * V))  # tokens per chunk
+    if N * (C + 1) <= chunk:  # one chunk: a plain forward (the last position's logits are dropped)
+        logits = at_least_fp32(model.lm_head(h))[:, :-1]  # (N, C, V)
+        if temperature > 0 and temperature != 1:
+            logits = logits / temperature
+        logp = logits.gather(-1, completion_ids[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (N, C)
+        return logp * completion_mask
+    h = h[:, :-1].reshape(N * C, -1)  # (N·C, H)
+    flat = completion_ids.reshape(N * C)  # (N·C,)
+    grad = torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in model.lm_head.parameters()))
+    parts = []
+    for s in range(0, N * C, chunk):
+        if grad:  # keep only h's chunk; the backward recomputes the chunk's logits
+            parts.append(checkpoint(token_logprobs, model.lm_head, h[s:s + chunk], flat[s:s + chunk], temperature,
+                                    use_reentrant=False))  # (chunk,)
+        else:
+            parts.append(token_logprobs(model.lm_head, h[s:s + chunk], flat[s:s + chunk], temperature))  # (chunk,)
+    return torch.cat(parts).view(N, C) * completion_mask  # (N, C)

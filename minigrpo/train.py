@@ -12,14 +12,25 @@ silent:
      linearly decaying lr. We keep the lr constant so that steps of a run, and runs of different
      lengths, are comparable, and a resumed or extended run needs no schedule state; the 0.01
      decay is torch's default, kept rather than chosen (on LoRA weights it is a mild pull to 0).
-  2. `inner_iters` > 1 reuses a batch of samples for several updates (GRPO's μ); the old-policy
-     log-probs are then the sampler's own (the same policy at sampling time, cached). With
-     `inner_iters` = 1 they are the detached current log-probs, so the ratio is exactly 1 (TRL).
+  2. `inner_iters` > 1 reuses a batch of samples for several updates (GRPO's μ). The old-policy
+     log-probs are those of the training forward itself, detached, in the first inner iteration
+     (before any update), kept for the later ones; so the first ratio is exactly 1 in every dtype.
+     TRL recomputes them with an extra no-grad forward when it reuses samples; the first
+     iteration's own forward is that same computation, so we save the forward. The sampler's log-probs
+     are not used: in bf16 its one-token path rounds differently from the training forward.
+     With `inner_iters` = 1 this is TRL's `logp.detach()`. The frozen base's log-probs (KL) are
+     likewise computed once per batch.
   3. Gradient accumulation over micro-batches weights each micro-batch by its share of the N
      sequences, as TRL does; `dapo` instead divides by the token count of the whole batch.
-  4. Sampling seeds and prompt order are functions of (seed, step), so `--resume` continues with
+  4. Mixed precision, with a bf16 policy (`--dtype bfloat16`): the frozen base is bf16, the LoRA
+     weights and AdamW's state fp32 (lora.py), and the update's forwards run under
+     `torch.autocast(bfloat16)` (`--autocast`), as a transformers/TRL user with `bf16=True` has it.
+     The reward model runs in `--rm-dtype` (default bf16 on CUDA, fp32 on CPU). fp16 gets no
+     autocast (it would need loss scaling) and fp32 runs are unchanged.
+  5. Sampling seeds and prompt order are functions of (seed, step), so `--resume` continues with
      exactly the samples an uninterrupted run would have drawn.
 """
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -58,7 +69,7 @@ class TrainConfig:
     epsilon: float = field(default=0.2, metadata={"help": "PPO clip range ε"})
     epsilon_high: Optional[float] = field(default=None, metadata={"help": "upper clip ε_high (DAPO clip-higher; default ε)"})
     beta: float = field(default=0.0, metadata={"help": "KL coefficient to the frozen base (paper: 0)"})
-    log_kl: bool = field(default=True, metadata={"help": "measure KL to the frozen base even when beta = 0 (one no-grad forward)"})
+    log_kl_every: int = field(default=10, metadata={"help": "with beta = 0, measure KL to the frozen base on step 1 and every K steps (one no-grad forward; 0: never)"})
     aggregation: str = field(default="sum_then_normalize", metadata={"help": "sum_then_normalize (paper) | normalize_then_sum (GDPO)"})
     scale: str = field(default="group", metadata={"help": "advantage std: group | batch | none (Dr. GRPO)"})
     weights: str = field(default="", metadata={"help": "aspect weights, '1,1,1,1' or 'safety=1' (default: the reward model's)"})
@@ -81,6 +92,9 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace the run already in --out (deletes only what train wrote)"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
+    checkpoint_layers: bool = field(default=False, metadata={"help": "activation checkpointing: recompute each block in the backward (less memory, ~1/3 more update compute)"})
+    autocast: bool = field(default=True, metadata={"help": "with a bfloat16 policy, run the update's forwards under torch.autocast(bfloat16)"})
+    rm_dtype: Optional[str] = field(default=None, metadata={"help": "reward model dtype: float32 / bfloat16 / float16 (default: bfloat16 on cuda, float32 on cpu)"})
 
 
 def parse_weights(spec, aspects, default):
@@ -152,6 +166,14 @@ class StepStats:
         return out
 
 
+def mixed_precision(model, cfg):
+    """torch.autocast(bfloat16) on the policy's device when the policy is bf16 and `cfg.autocast`; else nothing."""
+    p = model.model.embed_tokens.weight
+    if cfg.autocast and p.dtype == torch.bfloat16:
+        return torch.autocast(device_type=p.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def check_finite(step, **tensors):
     """Stop with the step and the statistic that went bad, rather than train on NaN."""
     for name, t in tensors.items():
@@ -189,10 +211,12 @@ def _train(cfg, state):
     model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
     info = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()))
+    model.checkpoint_layers = cfg.checkpoint_layers
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InputError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")
-    rm = load_reward_model(cfg.reward_model).to(cfg.device)
+    rm_dtype = cfg.rm_dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
+    rm = load_reward_model(cfg.reward_model, dtype=getattr(torch, rm_dtype)).to(cfg.device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
@@ -242,19 +266,23 @@ def _train(cfg, state):
         N, C = ro.completion_ids.shape
         mb = cfg.micro_batch or N
         total_tokens = ro.completion_mask.sum()
+        use_ref = cfg.beta > 0 or (cfg.log_kl_every > 0 and step % cfg.log_kl_every == 0)
+        old_logp, ref_logp = {}, {}  # micro-batch start → (n, C), from the first inner iteration (note 2)
         step_loss, step_stats = 0.0, StepStats()
-        for _ in range(cfg.inner_iters):
+        for it in range(cfg.inner_iters):
             opt.zero_grad(set_to_none=True)
             for s in range(0, N, mb):
                 sl = slice(s, s + mb)
-                logp = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
-                                         ro.completion_mask[sl], temperature=cfg.temperature)  # (n, C)
-                old = logp.detach() if cfg.inner_iters == 1 else ro.logprobs[sl]  # (n, C)
-                ref = None
-                if cfg.beta > 0 or cfg.log_kl:  # the frozen base is the reference: LoRA switched off
-                    with torch.no_grad(), lora_disabled(model):
-                        ref = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
-                                                ro.completion_mask[sl], temperature=cfg.temperature)
+                with mixed_precision(model, cfg):
+                    logp = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
+                                             ro.completion_mask[sl], temperature=cfg.temperature)  # (n, C)
+                if it == 0:
+                    old_logp[s] = logp.detach()  # (n, C): the policy before this batch's updates
+                if it == 0 and use_ref:  # the frozen base is the reference: LoRA switched off
+                    with torch.no_grad(), lora_disabled(model), mixed_precision(model, cfg):
+                        ref_logp[s] = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
+                                                        ro.completion_mask[sl], temperature=cfg.temperature)  # (n, C)
+                old, ref = old_logp[s], ref_logp.get(s)
                 loss, stats = grpo_loss(logp, old, adv[sl], ro.completion_mask[sl], loss_type=cfg.loss_type,
                                         epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                                         ref_logp=ref, max_completion_length=cfg.max_new_tokens,

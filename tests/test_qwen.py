@@ -209,14 +209,14 @@ def test_parameters_frozen_after_load(tmp_path):
 
 
 def test_hidden_states_match_transformers(tmp_path):
-    """hidden=True returns transformers' last hidden state (after the final norm), whose lm_head is the logits."""
+    """Qwen.hidden returns transformers' last hidden state (after the final norm), whose lm_head is the logits."""
     path, hf = tiny_qwen_dir(tmp_path / "m")
     model, _ = load_policy(path)
     ids = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(2))
     mask = torch.ones_like(ids)
     mask[1, :3] = 0
     with torch.no_grad():
-        h = model(ids, mask, hidden=True)
+        h = model.hidden(ids, mask)
         ref = hf(ids, attention_mask=mask, output_hidden_states=True).hidden_states[-1]
         assert h.shape == (2, 9, 64)
         assert (h[0] - ref[0]).abs().max().item() <= 1e-4 and (h[1, 3:] - ref[1, 3:]).abs().max().item() <= 1e-4

@@ -4,6 +4,7 @@ Tests marked `exercise` also grade walkthrough/exercises/ (sequence_logprobs, to
 tests/adapters.py.
 """
 import math
+import types
 
 import pytest
 import torch
@@ -113,14 +114,25 @@ def test_logprobs_have_gradients(ckpt):
 
 
 class Bigram:
-    """A model whose logits at a position depend only on that position's token: table (V, V)."""
+    """A model whose logits at a position depend only on that position's token: table (V, V).
+
+    It offers Qwen's interface both ways: `model(ids, mask, logits_to_keep)` → logits, and
+    `model.hidden(ids, mask, keep)` → hidden states (one-hot tokens) that `model.lm_head` maps to them.
+    """
 
     def __init__(self, table):
         self.table = table
+        self.config = types.SimpleNamespace(vocab_size=table.shape[0])
+
+    def hidden(self, input_ids, attention_mask=None, keep=0):
+        h = torch.nn.functional.one_hot(input_ids, self.table.shape[0]).to(self.table.dtype)  # (N, T, V)
+        return h[:, -keep:] if keep else h
+
+    def lm_head(self, h):
+        return h @ self.table  # (N, T, V): row `token` of the table
 
     def __call__(self, input_ids, attention_mask=None, logits_to_keep=0):
-        logits = self.table[input_ids]  # (N, T, V)
-        return logits[:, -logits_to_keep:] if logits_to_keep else logits
+        return self.lm_head(self.hidden(input_ids, attention_mask, logits_to_keep))  # (N, T, V)
 
 
 @st.composite

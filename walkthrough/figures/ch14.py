@@ -44,7 +44,7 @@ def short_run(work, steps):
                       f"{work}/rm")
     return train(TrainConfig(policy=f"{work}/policy", reward_model=f"{work}/rm", prompts=f"{work}/world/prompts_train.jsonl",
                              out=f"{work}/run", steps=steps, batch_size=8, group_size=4, max_new_tokens=8,
-                             max_prompt_len=64, lora_r=4, lr=1e-2, seed=0, threads=1, save_every=10_000))
+                             max_prompt_len=64, lora_r=4, lr=1e-2, seed=0, threads=1, save_every=10_000, log_kl_every=1))
 
 
 def make(out_dir, toy=False):

@@ -126,10 +126,6 @@ def dpo(cfg):
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    for flag, value, low in (("--group-size", cfg.group_size, 2), ("--epochs", cfg.epochs, 1),
-                             ("--batch-size", cfg.batch_size, 1), ("--sample-batch", cfg.sample_batch, 1)):
-        if value < low:
-            raise InputError(f"{flag} {value}: expected an integer ≥ {low}")
     state = check_run_dir(cfg, OUTPUTS, "dpo")  # before anything is read or written (minigrpo/runs.py)
     if cfg.resume and not (Path(cfg.out) / "pairs.pt").is_file():
         raise InputError(f"{Path(cfg.out) / 'pairs.pt'}: not found; --resume needs the pairs the run sampled")
@@ -144,8 +140,6 @@ def dpo(cfg):
     rm = load_reward_model(cfg.reward_model).to(cfg.device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
-    if cfg.max_prompts < 0:
-        raise InputError(f"--max-prompts {cfg.max_prompts}: expected 0 (all) or a positive count")
     prompts = prompts[:cfg.max_prompts or len(prompts)]
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
     opt = torch.optim.AdamW(params, lr=cfg.lr)

@@ -79,11 +79,7 @@ def ppo(cfg):
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    for flag, value in (("--steps", cfg.steps), ("--batch-size", cfg.batch_size), ("--ppo-epochs", cfg.ppo_epochs),
-                        ("--minibatches", cfg.minibatches)):
-        if value < 1:
-            raise InputError(f"{flag} {value}: expected a positive integer")
-    if cfg.batch_size % cfg.minibatches or cfg.batch_size // cfg.minibatches < 1:
+    if cfg.batch_size % cfg.minibatches:
         raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --minibatches {cfg.minibatches}")
     state = check_run_dir(cfg, OUTPUTS, "ppo")  # before anything is read or written (minigrpo/runs.py)
     B, out = cfg.batch_size, Path(cfg.out)

@@ -1,4 +1,5 @@
 """DPO's maths against the formula computed naively: the loss, its gradient's sign, its stats, the pairs."""
+import json
 import math
 
 import pytest
@@ -6,8 +7,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import toy_world
 from minigrpo import dpo_loss
+from minigrpo.cli import main
 from minigrpo.dpo import preference_pairs
+
+# the end-to-end runs use tiny models: one thread is faster
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @st.composite
@@ -89,17 +95,11 @@ def test_preference_pairs(B, G, data):
 
 
 # ------------------------------------------------------------------ `minigrpo dpo` end to end at toy size
-import json  # noqa: E402
-
-from minigrpo.cli import main  # noqa: E402
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from toy_world import build
-    return build(tmp_path_factory.mktemp("dpo"))
+    return toy_world.build(tmp_path_factory.mktemp("dpo"))
 
 
 def _dpo(toy, out, *extra):
@@ -109,23 +109,18 @@ def _dpo(toy, out, *extra):
                  "--lora-r", "4", "--lr", "1e-2", "--seed", "1", *extra])
 
 
-def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_dpo_runs_and_saves_peft_adapter(toy, tmp_path):
     """DPO samples G per prompt, trains on the pairs, counts its sampling, and saves an adapter peft loads."""
-    from toy_world import assert_peft_loads
     out = tmp_path / "run"
     assert _dpo(toy, out, "--epochs", "2") == 0
     cost = json.loads((out / "cost.json").read_text())
-    rows = _rows(out)
+    rows = toy_world.rows(out)
     assert cost["completions"] == 12 * 4 and cost["steps"] == len(rows) == 2 * (cost["pairs"] // 2)
     assert rows[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)  # a fresh LoRA is the reference
     for key in ("rewards/accuracies", "rewards/margins", "logps/chosen", "grad_norm"):
         assert key in rows[0], key
     assert cost["backward_tokens"] > 0 and len(cost["models_in_memory"]) == 2
-    assert_peft_loads(toy / "policy", out / "adapter")
+    toy_world.assert_peft_loads(toy / "policy", out / "adapter")
 
 
 def test_dpo_resume_is_exact(toy, tmp_path):
@@ -133,9 +128,9 @@ def test_dpo_resume_is_exact(toy, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _dpo(toy, full, "--epochs", "2", "--save-every", "100") == 0
     assert _dpo(toy, cut, "--epochs", "1", "--save-every", "100") == 0  # checkpoints at its last step, half way
-    half = len(_rows(cut))
+    half = len(toy_world.rows(cut))
     assert _dpo(toy, cut, "--epochs", "2", "--save-every", "100", "--resume") == 0
-    a, b = _rows(full), _rows(cut)
+    a, b = toy_world.rows(full), toy_world.rows(cut)
     assert half >= 1 and [r["step"] for r in b] == list(range(1, 2 * half + 1)) == [r["step"] for r in a]
     for ra, rb in zip(a, b):
         assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-5, abs=1e-7)

@@ -1,4 +1,5 @@
 """PPO's maths against naive loops and the published formulas: GAE, whitening, per-token rewards, the clipped losses."""
+import json
 import math
 
 import pytest
@@ -6,8 +7,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+import toy_world
 from minigrpo import gae
+from minigrpo.cli import main
 from minigrpo.ppo import (explained_variance, masked_whiten, ppo_policy_loss, ppo_value_loss, token_rewards)
+
+# the end-to-end runs use tiny models: one thread is faster
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @st.composite
@@ -165,17 +171,11 @@ def test_explained_variance():
 
 
 # ------------------------------------------------------------------ `minigrpo ppo` end to end at toy size
-import json  # noqa: E402
-
-from minigrpo.cli import main  # noqa: E402
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
-    from toy_world import build
-    return build(tmp_path_factory.mktemp("ppo"))
+    return toy_world.build(tmp_path_factory.mktemp("ppo"))
 
 
 def _ppo(toy, out, *extra):
@@ -185,16 +185,11 @@ def _ppo(toy, out, *extra):
                  "--lora-r", "4", "--lr", "1e-2", "--seed", "1", *extra])
 
 
-def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_ppo_runs_and_saves_peft_adapter(toy, tmp_path):
     """Two PPO steps log their metrics, write cost.json with three models, and save an adapter peft loads."""
-    from toy_world import assert_peft_loads
     out = tmp_path / "run"
     assert _ppo(toy, out, "--steps", "2") == 0
-    rows = _rows(out)
+    rows = toy_world.rows(out)
     assert [r["step"] for r in rows] == [1, 2]
     for key in ("loss", "pg_loss", "vf_loss", "kl", "reward", "clipfrac", "explained_var", "score/safety", "time_update"):
         assert key in rows[0], key
@@ -204,7 +199,7 @@ def test_ppo_runs_and_saves_peft_adapter(toy, tmp_path):
     # then 2 epochs × (policy + critic) forward (4T) and backward (4T): forward 7T, backward 4T
     assert cost["backward_tokens"] > 0 and 4 * cost["forward_tokens"] == 7 * cost["backward_tokens"]
     assert (out / "critic" / "value_head.pt").is_file() and (out / "critic" / "adapter" / "adapter_config.json").is_file()
-    assert_peft_loads(toy / "policy", out / "adapter")
+    toy_world.assert_peft_loads(toy / "policy", out / "adapter")
 
 
 def test_ppo_resume_is_exact(toy, tmp_path):
@@ -213,7 +208,7 @@ def test_ppo_resume_is_exact(toy, tmp_path):
     assert _ppo(toy, full, "--steps", "4", "--save-every", "2") == 0
     assert _ppo(toy, cut, "--steps", "2", "--save-every", "2") == 0
     assert _ppo(toy, cut, "--steps", "4", "--save-every", "2", "--resume") == 0
-    a, b = _rows(full), _rows(cut)
+    a, b = toy_world.rows(full), toy_world.rows(cut)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         for k in ("loss", "reward", "vf_loss", "kl", "completion_len"):
@@ -241,4 +236,4 @@ def test_ppo_keeps_runs_apart(toy, tmp_path, capsys):
     assert _ppo(toy, out, "--steps", "3", "--save-every", "2", "--resume", "--lr", "1e-1") == 2
     assert "--lr 0.1 (was" in capsys.readouterr().err
     assert _ppo(toy, out, "--steps", "1", "--overwrite") == 0
-    assert [r["step"] for r in _rows(out)] == [1] and not (out / "adapter-step2").exists()
+    assert [r["step"] for r in toy_world.rows(out)] == [1] and not (out / "adapter-step2").exists()

@@ -25,15 +25,11 @@ def _train(setup, out, *extra):
     return main(args)
 
 
-def _rows(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_two_steps(setup, tmp_path):
     """Two steps run, log every metric the issue lists, and save a PEFT-layout adapter."""
     out = tmp_path / "run"
     assert _train(setup, out, "--steps", "2") == 0
-    rows = _rows(out)
+    rows = toy_world.rows(out)
     assert [r["step"] for r in rows] == [1, 2]
     for key in ["loss", "reward", "frac_zero_std", "completion_len", "frac_truncated", "time_sample", "time_score",
                 "time_update", "loss/clip_total", "loss/ratio_mean", "reward_mean/safety", "frac_zero_std/safety",
@@ -50,7 +46,7 @@ def test_resume_is_exact(setup, tmp_path):
     assert _train(setup, full, "--steps", "4", "--save-every", "2") == 0
     assert _train(setup, cut, "--steps", "2", "--save-every", "2") == 0
     assert _train(setup, cut, "--steps", "4", "--save-every", "2", "--resume") == 0
-    a, b = _rows(full), _rows(cut)
+    a, b = toy_world.rows(full), toy_world.rows(cut)
     assert [r["step"] for r in b] == [1, 2, 3, 4]
     for ra, rb in zip(a, b):
         for k in ("loss", "reward", "completion_len", "grad_norm"):
@@ -101,7 +97,7 @@ def test_csv_prompts(setup, tmp_path):
             "--prompts", str(tmp_path / "p.csv"), "--prompt-column", "goal", "--out", str(tmp_path / "r"),
             "--steps", "1", "--batch-size", "8", "--max-new-tokens", "4", "--lora-r", "2"]
     assert main(args) == 0
-    assert len(_rows(tmp_path / "r")) == 1
+    assert len(toy_world.rows(tmp_path / "r")) == 1
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
@@ -117,7 +113,7 @@ def test_logged_loss_statistics_cover_the_whole_step(setup, tmp_path, loss_type)
         out = tmp_path / f"mb{mb}"
         assert _train(setup, out, "--steps", "1", "--micro-batch", mb, "--inner-iters", "3",
                       "--loss-type", loss_type, "--lr", "5e-2") == 0
-        runs[mb] = _rows(out)[0]
+        runs[mb] = toy_world.rows(out)[0]
     whole, split = runs["8"], runs["2"]
     assert split["loss/tokens"] == pytest.approx(whole["completion_len"] * 8)
     assert split["loss/clip_total"] > 0  # inner iterations 2 and 3 move the ratio off 1

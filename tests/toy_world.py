@@ -1,5 +1,7 @@
 """A toy world for trainer tests: world prompts, a tokenizer, a transformers-saved random Qwen2, a 1-epoch
 tiny reward model (what tests/test_train.py builds), and a check that an adapter loads in peft."""
+import json
+
 import torch
 
 from checkpoints import tiny_qwen_hf
@@ -21,6 +23,11 @@ def build(d):
     assert main(["train-rm", "--data", f"{d}/world/rm.jsonl", "--config", "tiny", "--out", str(d / "rm"),
                  "--epochs", "1", "--seed", "0"]) == 0
     return d
+
+
+def rows(out):
+    """The rows of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def assert_peft_loads(policy_dir, adapter_dir):

@@ -35,7 +35,7 @@ from minigrpo.loss import LOSS_TYPES
 
 FREE = ("steps", "epochs", "save_every", "threads", "resume", "overwrite", "out")  # may change on --resume
 PATHS = ("policy", "reward_model", "prompts")  # compared as absolute paths
-OUTPUTS = ("metrics.jsonl", "train_config.json", "adapter", "checkpoint")  # what train writes (and adapter-step*)
+OUTPUTS = ("metrics.jsonl", "probes.jsonl", "train_config.json", "adapter", "checkpoint")  # what train writes (and adapter-step*)
 
 
 def _ours(name, outputs=OUTPUTS):
@@ -162,11 +162,12 @@ def resume(cfg, model, opt, constraint, state):
         raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run's parameters ({e})") from None
     step = state["step"]
     print(f"resumed from {ckpt} at step {step}")
+    metrics_until(Path(cfg.out) / "probes.jsonl", step)  # probes after the checkpoint are taken again
     return step, metrics_until(Path(cfg.out) / "metrics.jsonl", step)
 
 
 def metrics_until(path, step):
-    """The rows of metrics.jsonl up to `step`, the file rewritten without later ones (they are run again)."""
+    """The rows of metrics.jsonl (or probes.jsonl) up to `step`, the file rewritten without later ones (they are run again)."""
     if not Path(path).is_file():
         return []
     rows = [r for r in read_metrics(path) if r["step"] <= step]

@@ -29,6 +29,12 @@ silent:
      autocast (it would need loss scaling) and fp32 runs are unchanged.
   5. Sampling seeds and prompt order are functions of (seed, step), so `--resume` continues with
      exactly the samples an uninterrupted run would have drawn.
+  6. `--probe FILES --probe-every K` watches for reward hacking while it happens: before the first
+     step and every K steps, one completion of each probe prompt (the same uniforms each time, so
+     the curve moves only with the policy), scored by the reward model, goes to probes.jsonl. A
+     judge the run does not train on (the world's rubric: `minigrpo experiments`) reads the same
+     rows; where the two curves part, the policy is learning the reward model's mistakes. It
+     draws no random numbers of the run's own, so a run with probes trains exactly as one without.
 """
 import contextlib
 import json
@@ -95,6 +101,8 @@ class TrainConfig:
     checkpoint_layers: bool = field(default=False, metadata={"help": "activation checkpointing: recompute each block in the backward (less memory, ~1/3 more update compute)"})
     autocast: bool = field(default=True, metadata={"help": "with a bfloat16 policy, run the update's forwards under torch.autocast(bfloat16)"})
     rm_dtype: Optional[str] = field(default=None, metadata={"help": "reward model dtype: float32 / bfloat16 / float16 (default: bfloat16 on cuda, float32 on cpu)"})
+    probe: Optional[str] = field(default=None, metadata={"help": "comma-separated prompt files sampled every --probe-every steps and scored into probes.jsonl (note 6)"})
+    probe_every: int = field(default=10, metadata={"help": "steps between probes (with --probe)"})
 
 
 def parse_weights(spec, aspects, default):
@@ -174,6 +182,37 @@ def mixed_precision(model, cfg):
     return contextlib.nullcontext()
 
 
+PROBE_SEED = 7_777_777  # the probes' sampling seed: fixed, so successive probes differ only by the policy
+
+
+def load_probes(cfg, tokenizer):
+    """[(split, prompt row, token ids)] of the --probe files; the split is the file's name without `prompts_`."""
+    out = []
+    for path in (p.strip() for p in cfg.probe.split(",") if p.strip()):
+        rows = load_prompts(path)
+        ids = encode_prompts(rows, tokenizer, cfg.max_prompt_len, path)
+        out += [(Path(path).stem.removeprefix("prompts_"), r, i) for r, i in zip(rows, ids)]
+    if not out:
+        raise InputError(f"--probe {cfg.probe!r}: no prompt file named")
+    return out
+
+
+def run_probe(model, tokenizer, rm, probes, cfg, step, path):
+    """Append one reward-model-scored completion per probe prompt, at `step`, to `path` (note 6)."""
+    model.eval()
+    with torch.no_grad():
+        ro = generate(model, tokenizer, [i for _, _, i in probes], num_samples=1, max_new_tokens=cfg.max_new_tokens,
+                      temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, seed=PROBE_SEED)
+        scores = rm.score([r["text"] for _, r, _ in probes], ro.texts).float().cpu()  # (n, K)
+    rows = []
+    for (split, r, _), text, sc in zip(probes, ro.texts, scores.tolist()):
+        extra = {k: r[k] for k in ("kind", "topic") if k in r}
+        rows.append({"step": step, "split": split, "prompt": r["text"], **extra, "response": text,
+                     **{f"rm/{a}": v for a, v in zip(rm.aspects, sc)}})
+    with open(path, "a") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))
+
+
 def check_finite(step, **tensors):
     """Stop with the step and the statistic that went bad, rather than train on NaN."""
     for name, t in tensors.items():
@@ -229,10 +268,13 @@ def _train(cfg, state):
             raise InputError(f"--safety-aspect {cfg.safety_aspect!r}: the constraint needs that aspect and another; "
                              f"the reward model {cfg.reward_model} has {rm.aspects}")
         constraint = SafetyConstraint(threshold=cfg.safety_threshold, lr=cfg.safety_lr, aspect=cfg.safety_aspect)
+    probes = load_probes(cfg, tokenizer) if cfg.probe else None
     start, metrics = 0, []
     prepare_out(cfg)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
         start, metrics = resume(cfg, model, opt, constraint, state)
+    if probes and start == 0:
+        run_probe(model, tokenizer, rm, probes, cfg, 0, out / "probes.jsonl")
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in model.parameters())
     print(f"train: {len(prompts)} prompts, B={B} × G={G}, LoRA {n_train:,} trainable / {n_all:,} parameters "
@@ -314,6 +356,8 @@ def _train(cfg, state):
         means = " ".join(f"{a[:4]} {scores[:, k].mean():.2f}" for k, a in enumerate(rm.aspects))
         print(f"step {step + 1}/{cfg.steps} | R {row['reward']:.3f} | {means} | len {row['completion_len']:.0f} "
               f"| {rate:.2f} steps/s ETA {(cfg.steps - step - 1) / rate:.0f}s", flush=True)
+        if probes and ((step + 1) % cfg.probe_every == 0 or step + 1 == cfg.steps):
+            run_probe(model, tokenizer, rm, probes, cfg, step + 1, out / "probes.jsonl")
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(cfg, model, opt, constraint, step + 1)
     save_adapter(model, out / "adapter")

@@ -57,6 +57,31 @@ def test_resume_is_exact(setup, tmp_path):
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+def test_probes_watch_without_changing_the_run(setup, tmp_path):
+    """--probe: rows at step 0, every K steps and the last, per prompt of each file, scored by the reward model;
+    the adapter is bit-identical to a run without probes, and a resumed run writes the same probes."""
+    w = setup / "world"
+    probe = ["--probe", f"{w / 'prompts_test.jsonl'},{w / 'prompts_ood.jsonl'}", "--probe-every", "2"]
+    plain, probed, cut = tmp_path / "plain", tmp_path / "probed", tmp_path / "cut"
+    assert _train(setup, plain, "--steps", "3") == 0
+    assert _train(setup, probed, "--steps", "3", *probe) == 0
+    a = (plain / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (probed / "adapter" / "adapter_model.safetensors").read_bytes() == a
+    rows = [json.loads(line) for line in (probed / "probes.jsonl").read_text().splitlines()]
+    n_test = len((w / "prompts_test.jsonl").read_text().splitlines())
+    n_ood = len((w / "prompts_ood.jsonl").read_text().splitlines())
+    assert [r["step"] for r in rows] == [0] * (n_test + n_ood) + [2] * (n_test + n_ood) + [3] * (n_test + n_ood)
+    assert [r["split"] for r in rows[:n_test + n_ood]] == ["test"] * n_test + ["ood"] * n_ood
+    for r in rows:
+        assert {"prompt", "kind", "topic", "response", "rm/safety"} <= set(r) and 0 <= r["rm/safety"] <= 1
+    # a resumed run: probes after its checkpoint are dropped and taken again, the file ends up the same
+    assert _train(setup, cut, "--steps", "2", "--save-every", "1", *probe) == 0
+    with open(cut / "probes.jsonl", "a") as f:  # a probe of step 3 written just before a kill
+        f.write(json.dumps({**rows[-1], "step": 3}) + "\n")
+    assert _train(setup, cut, "--steps", "3", "--save-every", "1", "--resume", *probe) == 0
+    assert (cut / "probes.jsonl").read_text() == (probed / "probes.jsonl").read_text()
+
+
 def test_batch_not_divisible_into_groups(setup, tmp_path):
     with pytest.raises(InputError, match="multiple of --group-size"):
         from minigrpo.train import TrainConfig, train

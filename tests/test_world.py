@@ -48,19 +48,52 @@ def test_bytes_do_not_depend_on_python_hash_seed(tmp_path):
 
 
 def test_splits_are_disjoint_and_held_out_topics_never_leak(w):
-    _, rows, _ = w
+    """Held-out topics are absent from the RL prompts and the reward model's data; SFT knows them (other texts)."""
+    _, rows, info = w
     texts = {s: {r["prompt"] for r in rows[f"prompts_{s}"]} for s in ("train", "test", "ood")}
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["ood"] and not texts["test"] & texts["ood"]
     held = [t for t in lexicon.TOPICS if t.ood]
     assert {r["topic"] for r in rows["prompts_ood"]} == {t.name for t in held}
     leaks = [re.escape(x.lower()) for t in held for x in t.requests + (t.about,) + t.steps]
     pattern = re.compile("|".join(leaks))
-    for name in ("prompts_train", "prompts_test", "sft", "rm"):
+    for name in ("prompts_train", "prompts_test", "rm"):
         for r in rows[name]:
             assert not pattern.search(r["prompt"].lower()), (name, r["prompt"])
             assert not pattern.search(r.get("response", "").lower()), (name, r["response"])
-    # sft and rm use the train prompts only
-    assert {r["prompt"] for r in rows["sft"]} == texts["train"] == {r["prompt"] for r in rows["rm"]}
+    assert info["held_out_from"] == ["prompts_train.jsonl", "rm.jsonl"]
+    # every row names its topic, and the row's topic is what its text says
+    for name in ("prompts_train", "prompts_test", "prompts_ood", "sft", "rm"):
+        for r in rows[name]:
+            assert bool(pattern.search(r["prompt"].lower())) == (r["topic"] in {t.name for t in held}), (name, r)
+    # rm uses the train prompts only; sft the train prompts plus other texts on the held-out topics
+    assert {r["prompt"] for r in rows["rm"]} == texts["train"]
+    sft_held = {r["prompt"] for r in rows["sft"] if r["split"] == "sft"}
+    assert {r["prompt"] for r in rows["sft"]} == texts["train"] | sft_held
+    assert sft_held and not sft_held & texts["ood"] and not sft_held & texts["test"]
+    assert {r["topic"] for r in rows["sft"] if r["split"] == "sft"} == {t.name for t in held}
+
+
+def test_base_sees_held_out_topics_as_often_as_training_topics(w):
+    """SFT prompts per topic: a held-out topic gets a training topic's share (so OOD gain measures transfer)."""
+    _, rows, _ = w
+    per_topic = {}
+    for r in rows["sft"]:
+        per_topic.setdefault(r["kind"], {}).setdefault(r["topic"], set()).add(r["prompt"])
+    for kind, topics in per_topic.items():
+        counts = {t: len(ps) for t, ps in topics.items()}
+        seen = [counts[t.name] for t in lexicon.TOPICS if t.kind == kind and not t.ood]
+        held = [counts[t.name] for t in lexicon.TOPICS if t.kind == kind and t.ood]
+        assert min(held) >= max(seen) - 1 and max(held) <= max(seen) + 1, (kind, counts)
+
+
+def test_the_harder_split_hides_held_out_topics_from_the_base_too(tmp_path):
+    make_world(WorldConfig(out=str(tmp_path / "w"), hide_ood_from_base=True, **SMALL))
+    sft = read_jsonl(tmp_path / "w" / "sft.jsonl", {"prompt": str, "topic": str})
+    train = read_jsonl(tmp_path / "w" / "prompts_train.jsonl", {"prompt": str})
+    assert {r["prompt"] for r in sft} == {r["prompt"] for r in train}
+    assert not {r["topic"] for r in sft} & {t.name for t in lexicon.TOPICS if t.ood}
+    info = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert info["held_out_from"] == ["prompts_train.jsonl", "rm.jsonl", "sft.jsonl"]
 
 
 def test_prompt_rows(w):
@@ -168,7 +201,8 @@ def test_cli_writes_the_world(tmp_path, world_cli):
     out = tmp_path / "cli"
     args = ["world", "--out", str(out), "--seed", "1"] + [f"--{k.replace('_', '-')}={v}" for k, v in SMALL.items()]
     assert main(args) == 0
-    assert json.loads((out / "world.json").read_text())["counts"]["sft"] == 60 * 2
+    counts = json.loads((out / "world.json").read_text())["counts"]
+    assert counts["sft"] == (60 + 3 * 3 * 3) * 2  # 20 per kind over 7 topics: 3 prompts for each of 3 × 3 held-out topics
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -6,11 +6,21 @@ prompts and responses from the lexicon and grammar of `lexicon.py`, judged by th
 rubric of `rubric.py` (the stand-in for human evaluation).
 
 - `prompts_{train,test,ood}.jsonl`: train and test share topics (disjoint texts); the three
-  `ood=True` topics per kind appear in no train/test/SFT/RM file and form the out-of-distribution
-  split (open question 4).
-- `sft.jsonl` samples the deliberately mixed base policy `SFT_MIX`.
+  `ood=True` topics per kind form the out-of-distribution split (open question 4: does safety
+  learned on some harmful requests carry over to requests the RL never saw?).
+- `sft.jsonl` samples the deliberately mixed base policy `SFT_MIX`, on the training prompts and on
+  as many prompts per held-out topic (texts disjoint from the OOD split's): the base policy knows
+  the OOD topics and misbehaves on them as often as on the training topics.
 - `rm.jsonl` holds rubric scores plus label noise for the reward model, over every style on every
-  kind and the edited responses `EDITS`.
+  kind and the edited responses `EDITS`, on the training prompts only.
+
+What is held out where: the OOD topics are absent from the RL prompts (`prompts_train.jsonl`) and
+from the reward model's data (`rm.jsonl`), and only from those; every row of every file names its
+`kind` and `topic`, so `grep` can check it. OOD safety gain therefore measures transfer: the
+reward model never scored these topics and GRPO never sampled them. `--hide-ood-from-base` makes
+the older, harder split: the held-out topics are absent from the SFT data too, so the base answers
+them by a poorer grasp of the words (safely, by incompetence, about 80% of the time) and OOD gain
+measures generalisation to unfamiliar text rather than transfer of behaviour.
 
     minigrpo world --out runs/world --seed 0    # prompts_{train,test,ood}.jsonl, sft.jsonl, rm.jsonl, world.json
 
@@ -70,15 +80,20 @@ def _quota(n, k):
 
 
 def build_prompts(cfg):
-    """Prompt rows per split: train and test share topics (disjoint texts), ood uses held-out topics only."""
+    """Prompt rows per split: train and test share topics (disjoint texts), ood uses held-out topics only.
+
+    Split `sft` holds the base policy's prompts on the held-out topics (as many per topic as a training
+    topic has, texts disjoint from `ood`); it is empty with `hide_ood_from_base`. Never a prompt file.
+    """
     rng = random.Random(f"{cfg.seed}/prompts")
-    splits = {"train": [], "test": [], "ood": []}
+    splits = {"train": [], "test": [], "ood": [], "sft": []}
     for kind, n_train, n_test, n_ood in zip(KINDS, _quota(cfg.train, 3), _quota(cfg.test, 3), _quota(cfg.ood, 3)):
         seen = [t for t in TOPICS if t.kind == kind and not t.ood]
         held = [t for t in TOPICS if t.kind == kind and t.ood]
         plan = [(t, {"train": a, "test": b})
                 for t, a, b in zip(seen, _quota(n_train, len(seen)), _quota(n_test, len(seen)))]
-        plan += [(t, {"ood": c}) for t, c in zip(held, _quota(n_ood, len(held)))]
+        per_topic = 0 if cfg.hide_ood_from_base else -(-n_train // len(seen))  # a training topic's share, rounded up
+        plan += [(t, {"ood": c, "sft": per_topic}) for t, c in zip(held, _quota(n_ood, len(held)))]
         for t, want in plan:
             texts = prompt_texts(t)
             if sum(want.values()) > len(texts):
@@ -94,7 +109,7 @@ def build_prompts(cfg):
 
 
 def build_sft(train, per_prompt, seed):
-    """`per_prompt` responses per train prompt, styles drawn from the base policy's mix `SFT_MIX`."""
+    """`per_prompt` responses per prompt of `train` (the RL prompts + split `sft`), styles from the mix `SFT_MIX`."""
     rng = random.Random(f"{seed}/sft")
     by_name = {t.name: t for t in TOPICS}
     rows = []
@@ -102,7 +117,7 @@ def build_sft(train, per_prompt, seed):
         weights = [SFT_MIX[p["kind"]][s] for s in STYLES]
         for style in rng.choices(STYLES, weights=weights, k=per_prompt):
             rows.append({"prompt": p["prompt"], "response": respond(style, by_name[p["topic"]], rng),
-                         "kind": p["kind"], "style": style})
+                         "kind": p["kind"], "topic": p["topic"], "split": p["split"], "style": style})
     return rows
 
 
@@ -123,7 +138,8 @@ def build_rm(train, per_prompt, edit_frac, noise, seed):
                 text = respond(style, topic, rng)
             clean = rubric.score(p["prompt"], text)
             scores = {a: round(min(1.0, max(0.0, v + rng.gauss(0.0, noise))), 4) for a, v in clean.items()}
-            rows.append({"prompt": p["prompt"], "response": text, "kind": p["kind"], "style": style, "scores": scores})
+            rows.append({"prompt": p["prompt"], "response": text, "kind": p["kind"], "topic": p["topic"],
+                         "split": p["split"], "style": style, "scores": scores})
     return rows
 
 
@@ -191,6 +207,7 @@ class WorldConfig:
     rm_per_prompt: int = field(default=12, metadata={"help": "reward-model responses per train prompt"})
     edit_frac: float = field(default=0.3, metadata={"help": "fraction of reward-model responses that are edited mixtures"})
     label_noise: float = field(default=0.05, metadata={"help": "std of Gaussian noise added to reward-model labels"})
+    hide_ood_from_base: bool = field(default=False, metadata={"help": "the harder OOD split: held-out topics absent from the SFT data too"})
 
 
 def _check(cfg):
@@ -215,7 +232,8 @@ def make_world(cfg):
     check_flags(cfg)
     check_out(cfg.out)
     splits = build_prompts(cfg)
-    sft = build_sft(splits["train"], cfg.sft_per_prompt, cfg.seed)
+    sft_prompts = splits.pop("sft")
+    sft = build_sft(splits["train"] + sft_prompts, cfg.sft_per_prompt, cfg.seed)
     rm = build_rm(splits["train"], cfg.rm_per_prompt, cfg.edit_frac, cfg.label_noise, cfg.seed)
     counts = {f"prompts_{s}": {k: sum(r["kind"] == k for r in rows) for k in KINDS} for s, rows in splits.items()}
     info = {
@@ -223,11 +241,14 @@ def make_world(cfg):
         "seed": cfg.seed, "config": {k: v for k, v in asdict(cfg).items() if k != "out"},
         "files": {"prompts_train.jsonl": "training prompts {prompt, kind, topic, split}",
                   "prompts_test.jsonl": "held-out prompt texts on the training topics",
-                  "prompts_ood.jsonl": "prompts on held-out topics (slot values never in train/sft/rm)",
-                  "sft.jsonl": "base-policy SFT data {prompt, response, kind, style}",
-                  "rm.jsonl": "reward-model data {prompt, response, kind, style, scores}: rubric + label noise"},
-        "counts": {**counts, "sft": len(sft), "rm": len(rm)},
+                  "prompts_ood.jsonl": "prompts on held-out topics (never in prompts_train or rm"
+                                       + (", nor in sft)" if cfg.hide_ood_from_base else "; sft has other prompts on them)"),
+                  "sft.jsonl": "base-policy SFT data {prompt, response, kind, topic, split, style}; split 'sft': "
+                               "a held-out topic's prompt",
+                  "rm.jsonl": "reward-model data {prompt, response, kind, topic, split, style, scores}: rubric + label noise"},
+        "counts": {**counts, "sft": len(sft), "sft_held_out_prompts": len(sft_prompts), "rm": len(rm)},
         "train_topics": {k: [t.name for t in TOPICS if t.kind == k and not t.ood] for k in KINDS},
+        "held_out_from": ["prompts_train.jsonl", "rm.jsonl"] + (["sft.jsonl"] if cfg.hide_ood_from_base else []),
         "held_out": {k: {"topics": [t.name for t in TOPICS if t.kind == k and t.ood],
                          "requests": [r for t in TOPICS if t.kind == k and t.ood for r in t.requests]} for k in KINDS},
         "styles": list(STYLES), "edits": list(EDITS), "sft_mix": SFT_MIX, "ideal": IDEAL,

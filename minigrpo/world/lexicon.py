@@ -26,7 +26,7 @@ from minigrpo.errors import InputError
 
 KINDS = ("harmful", "risky_safe", "benign")
 
-# ---- the lexicon: one topic (slot value) per request; `ood` topics are held out of all training data
+# ---- the lexicon: one topic (slot value) per request; `ood` topics are held out of the RL and reward-model data
 Topic = namedtuple("Topic", "name kind ood requests about keys steps alt harm")
 _H, _R, _B = KINDS
 TOPICS = (

@@ -68,7 +68,8 @@ endif
 # a LoRA on a 1 M-parameter model trained from scratch moves too little at 1e-4 in 150 steps
 # (README: "The embedded world: make train-small" has the measured comparison).
 # --overwrite: make reruns a train target only when it is out of date, so the old run is meant to go.
-SMALL_TRAIN := --group-size 4 --lr 3e-4 --max-new-tokens 48 --max-prompt-len 64 --threads 2 --seed $(SEED)
+TRAIN_COMMON := --lr 3e-4 --max-new-tokens 48 --max-prompt-len 64 --threads 2
+SMALL_TRAIN := --group-size 4 $(TRAIN_COMMON) --seed $(SEED)
 TRAIN_CMD = $(MG) train --overwrite --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl $(SMALL_TRAIN) $(TRAIN_FLAGS)
 EVAL_CMD = $(MG) eval --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_test.jsonl,$(W)/prompts_ood.jsonl --max-new-tokens 48 --threads 2 $(EVAL_FLAGS)
 
@@ -107,6 +108,76 @@ $(RUN)/ablation.md: $(RUN)/eval/base/eval.json $(RUN)/eval/grpo/eval.json $(RUN)
 	$(MG) report --evals base=$(RUN)/eval/base,multi_aspect=$(RUN)/eval/grpo,safety_only=$(RUN)/eval/safety_only,gdpo=$(RUN)/eval/gdpo \
 		--metrics multi_aspect=$(RUN)/grpo/metrics.jsonl,safety_only=$(RUN)/safety_only/metrics.jsonl,gdpo=$(RUN)/gdpo/metrics.jsonl \
 		--title "minigrpo ablation-small ($(SMALL))" --out $(RUN)/ablation.md
+
+# ---------------------------------------------------------------- results over seeds, and the open questions
+# `make seeds-small`: SEEDS reruns of the stages whose randomness matters beyond the given base model —
+# the reward model (init, data order), GRPO (LoRA init, prompt order, samples) and evaluation's sampling —
+# on the world, tokenizer and SFT base of $(RUN) (seed 0: the base is the "pretrained model" every seed
+# starts from, as the paper starts every run from one Qwen checkpoint). Each GRPO run also scores a
+# probe set (48 test + 48 OOD prompts, every 15 steps) for the reward-hacking curves, and each policy
+# answers the multi-turn conversations. `minigrpo seeds` writes $(RUN)/seeds.md (+ .csv, .png).
+# `make experiments-small` adds, on EXP_SEEDS, GRPO with G = 2 and G = 8 (same 32 completions per step)
+# and with the safety constraint, and `minigrpo experiments` writes $(RUN)/experiments.md (+ PNGs).
+# Runs of different seeds are independent: they run JOBS at a time, one CPU thread each (on 2 cores two
+# 1-thread processes do more than one 2-thread process: the tiny model's matmuls are too small to split well).
+SEEDS ?= 0 1 2 3 4
+EXP_SEEDS ?= 0 1 2
+JOBS ?= 2
+SEED_THREADS ?= 1
+SAFETY_THRESHOLD ?= 0.95
+SD := $(RUN)/seeds
+EVAL_SPLITS := $(W)/prompts_test.jsonl,$(W)/prompts_ood.jsonl
+SEED_EVAL = $(MG) eval --policy $(RUN)/base --reward-model $(SD)/s$(1)/rm --max-new-tokens 48 --threads $(SEED_THREADS) --seed $$((1234 + 1000 * $(1))) $(EVAL_FLAGS)
+SEED_TRAIN = $(MG) train --overwrite --policy $(RUN)/base --reward-model $(SD)/s$(1)/rm --prompts $(W)/prompts_train.jsonl \
+	--lr 3e-4 --max-new-tokens 48 --max-prompt-len 64 --threads $(SEED_THREADS) --seed $(1) $(TRAIN_FLAGS)
+ifeq ($(SMALL),ci)
+PROBE_N := 6
+PROBE_EVERY := 2
+else
+PROBE_N := 48
+PROBE_EVERY := 15
+endif
+.PHONY: seeds-small experiments-small
+.PRECIOUS: $(SD)/s%/rm/config.json $(SD)/s%/eval/base/eval.json $(SD)/s%/eval_mt/base/eval.json \
+	$(foreach r,grpo g2 g8 constraint,$(SD)/s%/$(r)/adapter/adapter_config.json $(SD)/s%/eval/$(r)/eval.json $(SD)/s%/eval_mt/$(r)/eval.json)
+seeds-small:
+	$(MAKE) --no-print-directory -j$(JOBS) $(RUN)/seeds.md
+	@cat $(RUN)/seeds.md
+$(SD)/probes/prompts_test.jsonl: $(W)/world.json
+	mkdir -p $(SD)/probes && head -n $(PROBE_N) $(W)/prompts_test.jsonl > $@ && head -n $(PROBE_N) $(W)/prompts_ood.jsonl > $(SD)/probes/prompts_ood.jsonl
+# (after the base: SFT runs alone, with both threads)
+$(SD)/s%/rm/config.json: $(W)/world.json | $(RUN)/base/model.safetensors
+	$(MG) train-rm --data $(W)/rm.jsonl --config tiny --out $(SD)/s$*/rm --seed $* --threads $(SEED_THREADS) $(RM_FLAGS)
+$(SD)/s%/grpo/adapter/adapter_config.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json $(SD)/probes/prompts_test.jsonl
+	$(call SEED_TRAIN,$*) --group-size 4 --probe $(SD)/probes/prompts_test.jsonl,$(SD)/probes/prompts_ood.jsonl \
+		--probe-every $(PROBE_EVERY) --out $(SD)/s$*/grpo
+$(SD)/s%/g2/adapter/adapter_config.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json
+	$(call SEED_TRAIN,$*) --group-size 2 --out $(SD)/s$*/g2
+$(SD)/s%/g8/adapter/adapter_config.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json
+	$(call SEED_TRAIN,$*) --group-size 8 --out $(SD)/s$*/g8
+$(SD)/s%/constraint/adapter/adapter_config.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json
+	$(call SEED_TRAIN,$*) --group-size 4 --safety-threshold $(SAFETY_THRESHOLD) --out $(SD)/s$*/constraint
+# eval/<name>: the test and OOD splits; eval_mt/<name>: the multi-turn conversations (base: no adapter)
+$(SD)/s%/eval/base/eval.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json
+	$(call SEED_EVAL,$*) --prompts $(EVAL_SPLITS) --out $(SD)/s$*/eval/base
+$(SD)/s%/eval_mt/base/eval.json: $(RUN)/base/model.safetensors $(SD)/s%/rm/config.json
+	$(call SEED_EVAL,$*) --prompts $(W)/prompts_multiturn.jsonl --out $(SD)/s$*/eval_mt/base
+define SEED_RUN_EVALS
+$(SD)/s%/eval/$(1)/eval.json: $(SD)/s%/$(1)/adapter/adapter_config.json
+	$$(call SEED_EVAL,$$*) --adapter $(SD)/s$$*/$(1)/adapter --prompts $(EVAL_SPLITS) --out $(SD)/s$$*/eval/$(1)
+$(SD)/s%/eval_mt/$(1)/eval.json: $(SD)/s%/$(1)/adapter/adapter_config.json
+	$$(call SEED_EVAL,$$*) --adapter $(SD)/s$$*/$(1)/adapter --prompts $(W)/prompts_multiturn.jsonl --out $(SD)/s$$*/eval_mt/$(1)
+endef
+$(foreach r,grpo g2 g8 constraint,$(eval $(call SEED_RUN_EVALS,$(r))))
+SEED_DONE = $(foreach s,$(1),$(foreach r,$(2),$(SD)/s$(s)/eval/$(r)/eval.json $(SD)/s$(s)/eval_mt/$(r)/eval.json))
+$(RUN)/seeds.md: $(call SEED_DONE,$(SEEDS),base grpo)
+	$(MG) seeds --seeds $(SD) --names $(subst $(space),$(comma),$(foreach s,$(SEEDS),s$(s))) --out $@
+experiments-small:
+	$(MAKE) --no-print-directory -j$(JOBS) $(RUN)/experiments.md
+	@cat $(RUN)/experiments.md
+$(RUN)/experiments.md: $(RUN)/seeds.md $(call SEED_DONE,$(EXP_SEEDS),g2 g8 constraint)
+	$(MG) experiments --seeds $(SD) --names $(subst $(space),$(comma),$(foreach s,$(EXP_SEEDS),s$(s))) \
+		--world $(W) --out $@
 
 # ---------------------------------------------------------------- GRPO vs PPO vs DPO (issue #12)
 # `make compare-small`: the same world, base, reward model and LoRA rank; each method samples the same

@@ -23,6 +23,7 @@ from minigrpo.train_dpo import DPOConfig, dpo
 from minigrpo.train_ppo import PPOConfig, ppo
 from minigrpo.train_rm import TrainRMConfig, train_rm
 from minigrpo.world.base_policy import SFTConfig, TokenizerConfig, train_sft, train_tokenizer
+from minigrpo.world.experiments import ExperimentsConfig, SeedsConfig, experiments, seeds
 from minigrpo.world.generator import WorldConfig, make_world
 
 # name: (config dataclass, entry function, one-line help)
@@ -38,6 +39,8 @@ SUBCOMMANDS = {
     "ppo": (PPOConfig, ppo, "PPO with a LoRA critic: the RLHF baseline GRPO drops the critic from"),
     "dpo": (DPOConfig, dpo, "DPO on pairs the reward model labels: the offline baseline"),
     "compare": (CompareConfig, compare, "write compare.md: outcome and cost of GRPO, PPO, DPO"),
+    "seeds": (SeedsConfig, seeds, "write seeds.md: base vs GRPO over seeds, mean ± std (make seeds-small)"),
+    "experiments": (ExperimentsConfig, experiments, "write experiments.md: group size, constraint, calibration, hacking, multi-turn"),
 }
 
 

@@ -14,7 +14,8 @@ from minigrpo.files import read_json, read_jsonl
 from minigrpo.world import WorldConfig, make_world
 
 SMALL = dict(train=60, test=15, ood=15, sft_per_prompt=2, rm_per_prompt=3)
-FILES = ("prompts_train.jsonl", "prompts_test.jsonl", "prompts_ood.jsonl", "sft.jsonl", "rm.jsonl", "world.json")
+FILES = ("prompts_train.jsonl", "prompts_test.jsonl", "prompts_ood.jsonl", "prompts_multiturn.jsonl", "sft.jsonl", "rm.jsonl",
+         "world.json")
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def w(tmp_path_factory):
     """A mid-sized world (half the default prompts) and its rows."""
     out = tmp_path_factory.mktemp("world") / "w"
     make_world(WorldConfig(out=str(out), train=300, test=75, ood=75, sft_per_prompt=8, rm_per_prompt=8))
-    rows = {f[:-6]: read_jsonl(out / f, {"prompt": str}) for f in FILES if f.endswith(".jsonl")}
+    rows = {f[:-6]: read_jsonl(out / f, {"messages" if "multiturn" in f else "prompt": list if "multiturn" in f else str})
+            for f in FILES if f.endswith(".jsonl")}
     return out, rows, read_json(out / "world.json")
 
 
@@ -84,6 +86,23 @@ def test_base_sees_held_out_topics_as_often_as_training_topics(w):
         seen = [counts[t.name] for t in lexicon.TOPICS if t.kind == kind and not t.ood]
         held = [counts[t.name] for t in lexicon.TOPICS if t.kind == kind and t.ood]
         assert min(held) >= max(seen) - 1 and max(held) <= max(seen) + 1, (kind, counts)
+
+
+def test_multiturn_conversations_press_a_refused_request_again(w):
+    """Two user turns around a polite refusal; turn 1 a text in no other file, turn 2 the same topic pressed
+    again, which the rubric (judging the last turn, as `eval` does) reads as the same kind and topic."""
+    out, rows, _ = w
+    mt = rows["prompts_multiturn"]
+    assert len(mt) == 60 and [sum(r["kind"] == k for r in mt) for k in lexicon.KINDS] == [20] * 3
+    others = {r["prompt"] for name in ("prompts_train", "prompts_test", "prompts_ood", "sft") for r in rows[name]}
+    held = {t.name for t in lexicon.TOPICS if t.ood}
+    for r in mt:
+        first, reply, again = r["messages"]
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant", "user"]
+        assert first["content"] not in others and r["topic"] not in held
+        assert rubric.is_refusal(reply["content"]) and rubric.score(first["content"], reply["content"])["safety"] == 1
+        assert rubric.find_topic(again["content"]).name == r["topic"] and rubric.prompt_kind(again["content"]) == r["kind"]
+    assert {r["pressure"] for r in mt} == {p for p, _ in lexicon.PRESSURE}
 
 
 def test_the_harder_split_hides_held_out_topics_from_the_base_too(tmp_path):

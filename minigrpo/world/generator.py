@@ -13,6 +13,12 @@ rubric of `rubric.py` (the stand-in for human evaluation).
   the OOD topics and misbehaves on them as often as on the training topics.
 - `rm.jsonl` holds rubric scores plus label noise for the reward model, over every style on every
   kind and the edited responses `EDITS`, on the training prompts only.
+- `prompts_multiturn.jsonl` (open question 1): conversations on training topics (texts in no other
+  file) in which the assistant politely refused the first request and the user presses again
+  (`PRESSURE`: claims authority or an innocent purpose, insists, rephrases). The rubric judges the
+  second answer against the second request: on a harmful request the policy should refuse again,
+  on a safe one it should now help (the first refusal was needless). Only SFT data is single-turn:
+  no stage trains on a conversation, so every policy meets one for the first time in evaluation.
 
 What is held out where: the OOD topics are absent from the RL prompts (`prompts_train.jsonl`) and
 from the reward model's data (`rm.jsonl`), and only from those; every row of every file names its
@@ -70,7 +76,8 @@ from minigrpo.files import atomic_dir, check_out, write_json
 from minigrpo.flags import check_flags
 from minigrpo.reward_model import ASPECTS
 from minigrpo.world import rubric
-from minigrpo.world.lexicon import EDITS, IDEAL, KINDS, SFT_MIX, STYLES, TOPICS, edit, prompt_texts, respond
+from minigrpo.world.lexicon import (EDITS, IDEAL, KINDS, PRESSURE, SFT_MIX, STYLES, TEMPLATES, TOPICS, edit, prompt_texts,
+                                    respond)
 
 
 # ---- data sets
@@ -86,12 +93,13 @@ def build_prompts(cfg):
     topic has, texts disjoint from `ood`); it is empty with `hide_ood_from_base`. Never a prompt file.
     """
     rng = random.Random(f"{cfg.seed}/prompts")
-    splits = {"train": [], "test": [], "ood": [], "sft": []}
-    for kind, n_train, n_test, n_ood in zip(KINDS, _quota(cfg.train, 3), _quota(cfg.test, 3), _quota(cfg.ood, 3)):
+    splits = {"train": [], "test": [], "ood": [], "sft": [], "multiturn": []}
+    for kind, n_train, n_test, n_ood, n_mt in zip(KINDS, _quota(cfg.train, 3), _quota(cfg.test, 3), _quota(cfg.ood, 3),
+                                                  _quota(cfg.multiturn, 3)):
         seen = [t for t in TOPICS if t.kind == kind and not t.ood]
         held = [t for t in TOPICS if t.kind == kind and t.ood]
-        plan = [(t, {"train": a, "test": b})
-                for t, a, b in zip(seen, _quota(n_train, len(seen)), _quota(n_test, len(seen)))]
+        plan = [(t, {"train": a, "test": b, "multiturn": m}) for t, a, b, m in
+                zip(seen, _quota(n_train, len(seen)), _quota(n_test, len(seen)), _quota(n_mt, len(seen)))]
         per_topic = 0 if cfg.hide_ood_from_base else -(-n_train // len(seen))  # a training topic's share, rounded up
         plan += [(t, {"ood": c, "sft": per_topic}) for t, c in zip(held, _quota(n_ood, len(held)))]
         for t, want in plan:
@@ -105,7 +113,25 @@ def build_prompts(cfg):
                 texts = texts[n:]
     for rows in splits.values():
         rng.shuffle(rows)
+    splits["multiturn"] = conversations(splits["multiturn"], cfg.seed)
     return splits
+
+
+def conversations(rows, seed):
+    """Two-turn conversations from prompt rows: the request, a polite refusal, the request pressed again."""
+    rng = random.Random(f"{seed}/multiturn")
+    by_name = {t.name: t for t in TOPICS}
+    out = []
+    for r in rows:
+        topic = by_name[r["topic"]]
+        pressure, opener = rng.choice(PRESSURE)
+        ask = rng.choice(TEMPLATES).format(r=rng.choice(topic.requests), s="")
+        again = opener + ask[0].upper() + ask[1:]
+        out.append({"messages": [{"role": "user", "content": r["prompt"]},
+                                 {"role": "assistant", "content": respond("refuse_polite", topic, rng)},
+                                 {"role": "user", "content": again}],
+                    "kind": r["kind"], "topic": r["topic"], "split": "multiturn", "pressure": pressure})
+    return out
 
 
 def build_sft(train, per_prompt, seed):
@@ -207,11 +233,12 @@ class WorldConfig:
     rm_per_prompt: int = field(default=12, metadata={"help": "reward-model responses per train prompt"})
     edit_frac: float = field(default=0.3, metadata={"help": "fraction of reward-model responses that are edited mixtures"})
     label_noise: float = field(default=0.05, metadata={"help": "std of Gaussian noise added to reward-model labels"})
+    multiturn: int = field(default=60, metadata={"help": "two-turn conversations (a refusal, then the request pressed again)"})
     hide_ood_from_base: bool = field(default=False, metadata={"help": "the harder OOD split: held-out topics absent from the SFT data too"})
 
 
 def _check(cfg):
-    for name in ("train", "test", "ood", "sft_per_prompt", "rm_per_prompt"):
+    for name in ("train", "test", "ood", "multiturn", "sft_per_prompt", "rm_per_prompt"):
         if getattr(cfg, name) < (1 if name in ("train", "sft_per_prompt", "rm_per_prompt") else 0):
             raise InputError(f"world: --{name.replace('_', '-')} is {getattr(cfg, name)}, expected a positive count")
     if not 0 <= cfg.edit_frac <= 1:
@@ -241,6 +268,8 @@ def make_world(cfg):
         "seed": cfg.seed, "config": {k: v for k, v in asdict(cfg).items() if k != "out"},
         "files": {"prompts_train.jsonl": "training prompts {prompt, kind, topic, split}",
                   "prompts_test.jsonl": "held-out prompt texts on the training topics",
+                  "prompts_multiturn.jsonl": "{messages, kind, topic, split, pressure}: a refused request pressed "
+                                             "again on a training topic (open question 1)",
                   "prompts_ood.jsonl": "prompts on held-out topics (never in prompts_train or rm"
                                        + (", nor in sft)" if cfg.hide_ood_from_base else "; sft has other prompts on them)"),
                   "sft.jsonl": "base-policy SFT data {prompt, response, kind, topic, split, style}; split 'sft': "
@@ -253,7 +282,8 @@ def make_world(cfg):
                          "requests": [r for t in TOPICS if t.kind == k and t.ood for r in t.requests]} for k in KINDS},
         "styles": list(STYLES), "edits": list(EDITS), "sft_mix": SFT_MIX, "ideal": IDEAL,
         "rubric_by_style": style_table(cfg.seed),
-        "expected_rubric_means": {s: policy_means(rows, cfg.seed) for s, rows in splits.items() if rows},
+        "expected_rubric_means": {s: policy_means(rows, cfg.seed) for s, rows in splits.items()
+                                  if rows and s != "multiturn"},
     }
     with atomic_dir(cfg.out) as tmp:
         for split, rows in splits.items():
@@ -261,6 +291,7 @@ def make_world(cfg):
         _jsonl(tmp / "sft.jsonl", sft)
         _jsonl(tmp / "rm.jsonl", rm)
         write_json(tmp / "world.json", info)
-    print(f"world: {len(splits['train'])}/{len(splits['test'])}/{len(splits['ood'])} train/test/ood prompts, "
+    print(f"world: {len(splits['train'])}/{len(splits['test'])}/{len(splits['ood'])}/{len(splits['multiturn'])} "
+          f"train/test/ood/multiturn prompts, "
           f"{len(sft)} sft rows, {len(rm)} rm rows → {cfg.out}")
     return info

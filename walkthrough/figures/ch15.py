@@ -23,6 +23,8 @@ from pathlib import Path
 
 import matplotlib
 
+from minigrpo.world.experiments import agreement
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -38,12 +40,8 @@ def _round(x):
 
 
 def _agreement(rm, rubric):
-    """R² of the reward model's scores as predictions of the rubric's, and their mean difference (rm − rubric)."""
-    n = len(rm)
-    mean = sum(rubric) / n
-    ss_tot = sum((y - mean) ** 2 for y in rubric)
-    ss_res = sum((y - p) ** 2 for p, y in zip(rm, rubric))
-    return {"r2": _round(1 - ss_res / ss_tot) if ss_tot > 0 else None, "bias": _round(sum(rm) / n - mean), "n": n}
+    """R², Spearman ρ and bias (mean rm − rubric) of the reward model against the rubric (minigrpo.world.experiments)."""
+    return {k: _round(v) for k, v in agreement(rm, rubric).items()}
 
 
 def extract(run_dir, out=DATA):

@@ -4,7 +4,9 @@ Like CleanRL's `Args`, a stage's config dataclass *is* its command line: every f
 `--flag` (underscores → dashes) whose help is the field's `metadata["help"]`. Each entry below
 names a stage's config class and its entry function `fn(cfg)`; follow the import to read the stage.
 `main` is the one place that turns failures into one line on stderr: bad input (InputError, exit
-2), non-finite numbers (FloatingPointError, exit 1), a full disk (exit 1) and Ctrl-C (exit 130).
+2), non-finite numbers (FloatingPointError, exit 1), a full disk (exit 1), Ctrl-C (exit 130), and
+under torchrun a peer rank that stopped (exit 1; its own line says why). `train` and `ppo` run
+data-parallel under `torchrun` (minigrpo/distributed.py); the other stages refuse it.
 The stages are imported eagerly: every one of them imports torch, which is nearly all of the
 start-up time, so importing them lazily would save nothing measurable.
 """
@@ -15,6 +17,7 @@ import sys
 import typing
 
 from minigrpo.compare import CompareConfig, compare
+from minigrpo.distributed import PeerStopped, launched, leave
 from minigrpo.errors import InputError
 from minigrpo.evaluate import EvalConfig, SampleConfig, evaluate, sample
 from minigrpo.report import ReportConfig, report
@@ -26,6 +29,7 @@ from minigrpo.world.base_policy import SFTConfig, TokenizerConfig, train_sft, tr
 from minigrpo.world.experiments import ExperimentsConfig, SeedsConfig, experiments, seeds
 from minigrpo.world.generator import WorldConfig, make_world
 
+DATA_PARALLEL = ("train", "ppo")  # the stages that run under torchrun, one process per rank
 # name: (config dataclass, entry function, one-line help)
 SUBCOMMANDS = {
     "world": (WorldConfig, make_world, "write the embedded world's prompts and data sets"),
@@ -87,13 +91,21 @@ def main(argv=None):
         return 2
     cls, fn, _ = SUBCOMMANDS[args.command]
     cfg = cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-    say = f"minigrpo {args.command}"
+    rank, K = launched()
+    say = f"minigrpo {args.command}" + (f" (rank {rank} of {K})" if K > 1 else "")
+    if K > 1 and args.command not in DATA_PARALLEL:
+        print(f"{say}: error: runs in one process; only {' and '.join(DATA_PARALLEL)} run under torchrun "
+              f"(here WORLD_SIZE={K}); run it without torchrun", file=sys.stderr)
+        return 2
     try:
         fn(cfg)
     except InputError as e:  # bad user input: a clear message, not a traceback
         print(f"{say}: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # NaN/inf in the model or its outputs: the stage names the step
+        print(f"{say}: error: {e}", file=sys.stderr)
+        return 1
+    except PeerStopped as e:  # under torchrun: another rank stopped, and its own line says why
         print(f"{say}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C; train's Interrupted says where its last checkpoint is

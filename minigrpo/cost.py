@@ -14,6 +14,8 @@ time and peak RSS (minigrpo/measure.py).
 """
 import resource
 
+import torch
+
 TIMES = ("sample", "score", "update")
 
 
@@ -38,6 +40,13 @@ class Cost:
         T = int(prompt_mask.sum()) + int(completion_mask.sum())
         self.forward_tokens += forward * T
         self.backward_tokens += backward * T
+
+    def sum_over_ranks(self, before, all_sum):
+        """Make the counts since `before` (a state_dict) those of every data-parallel rank (distributed.all_reduce_sum)."""
+        keys = ("completions", "scored", "forward_tokens", "backward_tokens")
+        mine = torch.tensor([getattr(self, k) - before[k] for k in keys], dtype=torch.float64)  # exact below 2^53
+        for k, n in zip(keys, all_sum(mine).tolist()):
+            setattr(self, k, before[k] + int(n))
 
     def state_dict(self):
         return {"completions": self.completions, "scored": self.scored, "forward_tokens": self.forward_tokens,

@@ -65,57 +65,63 @@ def gae(rewards, values, mask, gamma=1.0, lam=0.95):
     return adv, returns
 
 
-def masked_mean(x, mask):
-    """Mean of x over the tokens where mask is 1 (TRL core `masked_mean`)."""
+def masked_mean(x, mask, tokens=None):
+    """Mean of x over the tokens where mask is 1 (TRL core `masked_mean`); `tokens` replaces the count it
+    divides by (a data-parallel rank passes the whole minibatch's, so the ranks' means add up to its mean)."""
     m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp(min=1)
+    return (x * m).sum() / (m.sum() if tokens is None else tokens).clamp(min=1)
 
 
-def masked_whiten(x, mask, shift_mean=True):
+def masked_whiten(x, mask, shift_mean=True, all_sum=None):
     """(x − mean)/√(var + 1e-8) over the real tokens, 0 where masked; var with Bessel's correction, as TRL
     core `masked_whiten` / `masked_var` (TRL then fills padding with 0: `masked_fill(advantages, padding_mask, 0)`).
+    `all_sum` sums a tensor over data-parallel ranks (minigrpo/distributed.py), making mean and var the whole batch's.
     """
+    total = all_sum or (lambda t: t)
     m = mask.bool()
-    n = m.sum()
+    n = total(m.to(x.dtype).sum())
     if n < 2:
         raise ValueError(f"masked_whiten: {int(n)} real tokens; whitening needs at least 2")
-    mean = masked_mean(x, m)
-    var = masked_mean((x - mean) ** 2, m) * n / (n - 1)  # TRL masked_var(unbiased=True)
+    mean = total((x * m.to(x.dtype)).sum()) / n.clamp(min=1)
+    var = total(((x - mean) ** 2 * m.to(x.dtype)).sum()) / n.clamp(min=1) * n / (n - 1)  # TRL masked_var(unbiased=True)
     out = (x - mean) * torch.rsqrt(var + 1e-8)  # (N, C)
     if not shift_mean:
         out = out + mean
     return torch.where(m, out, torch.zeros_like(out))
 
 
-def ppo_policy_loss(logp, old_logp, advantages, mask, cliprange=0.2):
+def ppo_policy_loss(logp, old_logp, advantages, mask, cliprange=0.2, tokens=None):
     """PPO's clipped surrogate, token mean (Schulman et al. 2017, arXiv 1707.06347, eq. 7; TRL ppo_trainer.py
-    `pg_losses`, `pg_losses2`, `pg_loss = masked_mean(max(...))`). Returns (loss, stats)."""
+    `pg_losses`, `pg_losses2`, `pg_loss = masked_mean(max(...))`). Returns (loss, stats). `tokens`: the count the
+    means divide by (default: the mask's; see `masked_mean`)."""
     m = mask.bool()
     zero = torch.zeros_like(logp)
     log_ratio = torch.where(m, logp - old_logp.detach(), zero)  # (N, C) masked: ratio 1, no gradient path
     ratio = torch.exp(log_ratio)  # (N, C)
     A = torch.where(m, advantages.detach(), zero)  # (N, C)
     losses = torch.maximum(-A * ratio, -A * ratio.clamp(1 - cliprange, 1 + cliprange))  # (N, C)
-    loss = masked_mean(losses, m)
+    loss = masked_mean(losses, m, tokens)
     with torch.no_grad():
-        stats = {"clipfrac": masked_mean((-A * ratio.clamp(1 - cliprange, 1 + cliprange) > -A * ratio).to(logp.dtype), m).item(),
-                 "approxkl": masked_mean(0.5 * log_ratio ** 2, m).item(),  # TRL's approxkl
-                 "ratio_mean": masked_mean(ratio, m).item()}
+        clipped = (-A * ratio.clamp(1 - cliprange, 1 + cliprange) > -A * ratio).to(logp.dtype)  # (N, C)
+        stats = {"clipfrac": masked_mean(clipped, m, tokens).item(),
+                 "approxkl": masked_mean(0.5 * log_ratio ** 2, m, tokens).item(),  # TRL's approxkl
+                 "ratio_mean": masked_mean(ratio, m, tokens).item()}
     return loss, stats
 
 
-def ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2):
+def ppo_value_loss(values, old_values, returns, mask, cliprange_value=0.2, tokens=None):
     """The clipped value loss ½·mean(max((V − R)², (clip(V, V_old ± c) − R)²)) over real tokens (TRL
-    ppo_trainer.py `vf_losses1`, `vf_losses2`, `vf_loss`; the clip follows OpenAI baselines' ppo2). Returns (loss, stats)."""
+    ppo_trainer.py `vf_losses1`, `vf_losses2`, `vf_loss`; the clip follows OpenAI baselines' ppo2). Returns (loss, stats).
+    `tokens`: the count the means divide by (default: the mask's; see `masked_mean`)."""
     m = mask.bool()
     old = old_values.detach()
     clipped = torch.clamp(values, old - cliprange_value, old + cliprange_value)  # (N, C)
     l1 = (values - returns) ** 2  # (N, C)
     l2 = (clipped - returns) ** 2  # (N, C)
-    loss = 0.5 * masked_mean(torch.maximum(l1, l2), m)
+    loss = 0.5 * masked_mean(torch.maximum(l1, l2), m, tokens)
     with torch.no_grad():
-        stats = {"vf_clipfrac": masked_mean((l2 > l1).to(values.dtype), m).item(),
-                 "value_mean": masked_mean(values, m).item()}
+        stats = {"vf_clipfrac": masked_mean((l2 > l1).to(values.dtype), m, tokens).item(),
+                 "value_mean": masked_mean(values, m, tokens).item()}
     return loss, stats
 
 

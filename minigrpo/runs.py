@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from minigrpo.advantages import AGGREGATIONS, SCALES
+from minigrpo.distributed import is_main
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_dir, atomic_file, check_out, read_json, recover_dir
 from minigrpo.flags import check_flags
@@ -162,15 +163,18 @@ def resume(cfg, model, opt, constraint, state):
         raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run's parameters ({e})") from None
     step = state["step"]
     print(f"resumed from {ckpt} at step {step}")
-    metrics_until(Path(cfg.out) / "probes.jsonl", step)  # probes after the checkpoint are taken again
-    return step, metrics_until(Path(cfg.out) / "metrics.jsonl", step)
+    if is_main():
+        metrics_until(Path(cfg.out) / "probes.jsonl", step)  # probes after the checkpoint are taken again
+    return step, metrics_until(Path(cfg.out) / "metrics.jsonl", step, rewrite=is_main())
 
 
-def metrics_until(path, step):
+def metrics_until(path, step, rewrite=True):
     """The rows of metrics.jsonl (or probes.jsonl) up to `step`, the file rewritten without later ones (they are run again)."""
     if not Path(path).is_file():
         return []
     rows = [r for r in read_metrics(path) if r["step"] <= step]
+    if not rewrite:  # a data-parallel rank other than 0: rank 0 rewrites it
+        return rows
     with atomic_file(path) as f:
         f.write("".join(json.dumps(r) + "\n" for r in rows))
     return rows

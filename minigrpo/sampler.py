@@ -19,13 +19,15 @@ what TRL's GRPO trainer uses for the old policy. Greedy (T = 0) reports log-prob
 
 Randomness, and what is guaranteed: a token is drawn by inverse CDF — the first token whose
 cumulative probability exceeds u — with one uniform u per step. The uniforms of row (b, g) come
-from numpy's `default_rng([seed, b, g])`: they depend only on the seed, the prompt's index b in
-this call and the sample index g. Hence
+from numpy's `default_rng([seed, first_prompt + b, g])`: they depend only on the seed, the prompt's
+index b in this call (offset by `first_prompt`, 0 by default) and the sample index g. Hence
   * same seed, same prompts, same model and machine → identical rollouts;
   * prompt b's samples do not depend on the other prompts of the call (how many follow it, their
     lengths and hence the padding, when they finish) whenever its logits come out bit-identical.
     Padding and batch shape change float rounding, so in fp32/bf16 a draw landing within rounding
-    of a CDF boundary can flip (rare); tests/test_sampler.py checks the claim exactly in fp64.
+    of a CDF boundary can flip (rare); tests/test_sampler.py checks the claim exactly in fp64;
+  * a call on prompts b0 … b1 − 1 of a batch with `first_prompt=b0` draws their rows of the
+    whole batch's call: data-parallel ranks each sample a slice of the batch (minigrpo/distributed.py).
 seed=None draws the seed from torch's global generator (so `torch.manual_seed` fixes it).
 """
 from dataclasses import dataclass, fields, replace
@@ -124,39 +126,42 @@ def sample_tokens(logits, u, temperature=1.0, top_k=0, top_p=1.0):
     return tok, logp
 
 
-def row_uniforms(seed, B, G, C):
-    """(B·G, C) uniforms in [0, 1) in fp64; row b·G + g from numpy's default_rng([seed, b, g])."""
-    u = np.stack([np.random.default_rng([seed, b, g]).random(C) for b in range(B) for g in range(G)])
+def row_uniforms(seed, B, G, C, first_prompt=0):
+    """(B·G, C) uniforms in [0, 1) in fp64; row b·G + g from numpy's default_rng([seed, first_prompt + b, g])."""
+    u = np.stack([np.random.default_rng([seed, first_prompt + b, g]).random(C) for b in range(B) for g in range(G)])
     return torch.from_numpy(u)  # (N, C)
 
 
 def generate(model, tokenizer, prompts, num_samples=1, max_new_tokens=64, temperature=1.0, top_p=1.0, top_k=0,
-             seed=None, chat=False, eos_token_ids=None, pad_token_id=None, compact=True):
+             seed=None, chat=False, eos_token_ids=None, pad_token_id=None, compact=True, first_prompt=0):
     """Sample `num_samples` completions of each prompt; returns a `Rollout` (see the module docstring).
 
     prompts: strings (encoded as they are, or as one user chat turn with `chat=True`) or token-id
     lists. eos_token_ids / pad_token_id default to the tokenizer's; `eos_token_ids=[]` never stops
     early. `tokenizer` may be None when prompts are ids and both ids are given. `compact=False`
-    keeps stopped rows in the batch (same tokens; for tests and benchmarks). The model runs in
+    keeps stopped rows in the batch (same tokens; for tests and benchmarks). `first_prompt` is the
+    index of prompts[0] in a larger batch whose other prompts another process samples: prompt b
+    draws the uniforms of prompt first_prompt + b (module docstring). The model runs in
     whatever mode it is in: call `model.eval()` first unless LoRA dropout while sampling is wanted.
     """
     with torch.inference_mode():  # no autograd bookkeeping at all: ~10% faster than no_grad on CPU
         ro = _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, top_k,
-                       seed, chat, eos_token_ids, pad_token_id, compact)
+                       seed, chat, eos_token_ids, pad_token_id, compact, first_prompt)
     # inference tensors may not enter autograd (sequence_logprobs with gradients): return plain copies
     return replace(ro, **{f.name: getattr(ro, f.name).clone() for f in fields(ro)
                           if isinstance(getattr(ro, f.name), torch.Tensor)})
 
 
 def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperature, top_p, top_k,
-              seed, chat, eos_token_ids, pad_token_id, compact):
+              seed, chat, eos_token_ids, pad_token_id, compact, first_prompt):
     p = model.model.embed_tokens.weight
     device, V = p.device, model.config.vocab_size
     for name, value, ok in [("num_samples", num_samples, isinstance(num_samples, int) and num_samples >= 1),
                             ("max_new_tokens", max_new_tokens, isinstance(max_new_tokens, int) and max_new_tokens >= 1),
                             ("temperature", temperature, temperature >= 0), ("top_p", top_p, 0 < top_p <= 1),
                             ("top_k", top_k, isinstance(top_k, int) and top_k >= 0),
-                            ("seed", seed, seed is None or (isinstance(seed, int) and seed >= 0))]:
+                            ("seed", seed, seed is None or (isinstance(seed, int) and seed >= 0)),
+                            ("first_prompt", first_prompt, isinstance(first_prompt, int) and first_prompt >= 0)]:
         if not ok:
             raise ValueError(f"generate: {name} = {value!r} is out of range")
     eos = list(tokenizer.eos_token_ids if eos_token_ids is None else eos_token_ids)
@@ -178,7 +183,7 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
     logits = logits[expand]  # (N, V)
 
     # ---------------------------------------------------------------- decode
-    u = row_uniforms(seed, B, G, C).to(device)  # (N, C)
+    u = row_uniforms(seed, B, G, C, first_prompt).to(device)  # (N, C)
     eos_t = torch.tensor(eos, dtype=torch.long, device=device)  # (E,)
     out_ids = torch.full((N, C), pad, dtype=torch.long, device=device)  # (N, C)
     out_lp = torch.zeros(N, C, device=device)  # (N, C)

@@ -21,7 +21,9 @@ silent:
      With `inner_iters` = 1 this is TRL's `logp.detach()`. The frozen base's log-probs (KL) are
      likewise computed once per batch.
   3. Gradient accumulation over micro-batches weights each micro-batch by its share of the N
-     sequences, as TRL does; `dapo` instead divides by the token count of the whole batch.
+     sequences, as TRL does; `dapo` instead divides by the token count of the whole batch. Under
+     torchrun a micro-batch may straddle two ranks; each weighs its part so the parts add up to
+     the micro-batch's loss (`weight`): by rows for grpo / dr_grpo, by tokens for bnpo's token mean.
   4. Mixed precision, with a bf16 policy (`--dtype bfloat16`): the frozen base is bf16, the LoRA
      weights and AdamW's state fp32 (lora.py), and the update's forwards run under
      `torch.autocast(bfloat16)` (`--autocast`), as a transformers/TRL user with `bf16=True` has it.
@@ -35,6 +37,12 @@ silent:
      judge the run does not train on (the world's rubric: `minigrpo experiments`) reads the same
      rows; where the two curves part, the policy is learning the reward model's mistakes. It
      draws no random numbers of the run's own, so a run with probes trains exactly as one without.
+     Under torchrun rank 0 alone probes.
+  7. Under `torchrun --nproc_per_node K` the step is data-parallel (minigrpo/distributed.py): each
+     rank samples and scores B/K prompts, advantages and metrics are computed on the gathered
+     batch, each rank's micro-batches are the single process's cut at the rank boundary, and the
+     LoRA gradients are summed over ranks before the step: the same run as one process, to
+     rounding. Rank 0 alone prints and writes --out. LoRA dropout masks are drawn per rank.
 """
 import contextlib
 import json
@@ -46,6 +54,8 @@ from typing import Optional
 import torch
 
 from minigrpo.advantages import SafetyConstraint, group_advantages
+from minigrpo.distributed import (all_gather_cat, all_reduce_grads, all_reduce_sum, is_main, on_main_first,
+                                  process_group, rank, split, world)
 from minigrpo.errors import InputError, Interrupted
 from minigrpo.files import disk_full, write_json
 from minigrpo.lora import add_lora, lora_disabled, save_adapter
@@ -167,6 +177,16 @@ class StepStats:
         self.tokens += n
         self.sequences += sequences
 
+    def sum_over_ranks(self):
+        """Add up the other data-parallel ranks' statistics (their micro-batches), so every rank holds the step's."""
+        if world() == 1:
+            return
+        keys = sorted(self.sums)
+        total = all_reduce_sum(torch.tensor([self.sums[k] for k in keys] + [self.tokens, self.sequences],
+                                            dtype=torch.float64)).tolist()
+        self.sums = dict(zip(keys, total))
+        self.tokens, self.sequences = total[-2], int(total[-1])
+
     def means(self, inner_iters):
         out = {k: v / max(self.tokens, 1) for k, v in self.sums.items() if k != "adv_mean"}
         out["adv_mean"] = self.sums["adv_mean"] / max(self.sequences, 1)
@@ -227,27 +247,54 @@ def train(cfg):
     raises `Interrupted` (a KeyboardInterrupt) saying where the last checkpoint is; a full disk is
     an OSError(ENOSPC) naming the file or --out.
     """
-    state = validate(cfg)
-    try:
-        return _train(cfg, state)
-    except KeyboardInterrupt:
-        raise Interrupted(interrupted(cfg)) from None
-    except OSError as e:
-        full = disk_full(e, e.filename or cfg.out)
-        if full:
-            raise full from None
-        raise
+    with process_group(cfg.device) as device:  # torchrun: this rank's device (minigrpo/distributed.py)
+        state = on_main_first(lambda: validate(cfg))  # rank 0 alone may repair --out; then the others read it
+        try:
+            return _train(cfg, state, device)
+        except KeyboardInterrupt:
+            raise Interrupted(interrupted(cfg) if is_main() else "") from None
+        except OSError as e:
+            full = disk_full(e, e.filename or cfg.out)
+            if full:
+                raise full from None
+            raise
 
 
-def _train(cfg, state):
+def micro_batches(first, n, mb):
+    """(start, stop) pieces of rows [first, first + n) of the batch, in local rows, cut where micro-batches of mb rows end.
+
+    One process (first = 0, n = N) gets the micro-batches themselves; a data-parallel rank holding
+    rows [first, first + n) gets each micro-batch's part that it holds.
+    """
+    s = 0
+    while s < n:
+        stop = min(n, ((first + s) // mb + 1) * mb - first)  # the end of the micro-batch holding row first + s
+        yield s, stop
+        s = stop
+
+
+def weight(loss_type, start, stop, mb, lengths):
+    """The factor on the loss of batch rows [start, stop) (inside one micro-batch of mb rows) before backward, so
+    that the step's weighted losses add up to the whole batch's (note 3). lengths: (N,) completion tokens per row."""
+    N = len(lengths)
+    if loss_type == "dapo":
+        return 1.0  # already divided by the whole batch's token count
+    if loss_type == "bnpo":  # the micro-batch's token mean; a rank holding part of it weighs its part by its tokens
+        m0, m1 = start // mb * mb, min(start // mb * mb + mb, N)  # the micro-batch holding the rows
+        return (m1 - m0) / N * (int(lengths[start:stop].sum()) / int(lengths[m0:m1].sum()))
+    return (stop - start) / N  # grpo, dr_grpo: sums of per-sequence terms over N
+
+
+def _train(cfg, state, device):
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     G = cfg.group_size
-    B = cfg.batch_size // G
+    B = cfg.batch_size // G  # prompts of the whole step; this rank's are [lo, lo + b)
+    lo, b = split(B, f"--batch-size {cfg.batch_size} / --group-size {G} = {B} prompts per step")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
+    model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=device)
     info = add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                     targets=tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip()))
     model.checkpoint_layers = cfg.checkpoint_layers
@@ -255,7 +302,7 @@ def _train(cfg, state):
     if not params:
         raise InputError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")
     rm_dtype = cfg.rm_dtype or ("bfloat16" if cfg.device.startswith("cuda") else "float32")
-    rm = load_reward_model(cfg.reward_model, dtype=getattr(torch, rm_dtype)).to(cfg.device)
+    rm = load_reward_model(cfg.reward_model, dtype=getattr(torch, rm_dtype)).to(device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
@@ -268,53 +315,61 @@ def _train(cfg, state):
             raise InputError(f"--safety-aspect {cfg.safety_aspect!r}: the constraint needs that aspect and another; "
                              f"the reward model {cfg.reward_model} has {rm.aspects}")
         constraint = SafetyConstraint(threshold=cfg.safety_threshold, lr=cfg.safety_lr, aspect=cfg.safety_aspect)
-    probes = load_probes(cfg, tokenizer) if cfg.probe else None
+    probes = load_probes(cfg, tokenizer) if cfg.probe and is_main() else None  # note 6
+    if world() > 1:  # the same LoRA init on every rank (seeded above), then each rank its own dropout masks
+        torch.manual_seed(cfg.seed * 1_000_003 + rank())
     start, metrics = 0, []
-    prepare_out(cfg)  # only now, with every input loaded: --overwrite deletes the previous run here
+    if is_main():
+        prepare_out(cfg)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
         start, metrics = resume(cfg, model, opt, constraint, state)
     if probes and start == 0:
         run_probe(model, tokenizer, rm, probes, cfg, 0, out / "probes.jsonl")
     n_train = sum(p.numel() for p in params)
     n_all = sum(p.numel() for p in model.parameters())
-    print(f"train: {len(prompts)} prompts, B={B} × G={G}, LoRA {n_train:,} trainable / {n_all:,} parameters "
+    ranks = f" on {world()} ranks" if world() > 1 else ""
+    print(f"train: {len(prompts)} prompts, B={B} × G={G}{ranks}, LoRA {n_train:,} trainable / {n_all:,} parameters "
           f"({100 * n_train / n_all:.2f}%), aspects {dict(zip(rm.aspects, weights.tolist()))}")
 
     t_start, warned = time.time(), False
     for step in range(start, cfg.steps):
         # ------------------------------------------------------------ rollouts
         t0 = time.time()
-        idx = prompt_batch(len(prompts), B, step, cfg.seed)
+        idx = prompt_batch(len(prompts), B, step, cfg.seed)[lo:lo + b]  # this rank's share of the B prompts
         model.eval()
         with torch.no_grad(), at_step(step + 1):
             ro = generate(model, tokenizer, [prompt_ids[i] for i in idx], num_samples=G,
                           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                          top_k=cfg.top_k, seed=cfg.seed * 1_000_003 + step)
+                          top_k=cfg.top_k, seed=cfg.seed * 1_000_003 + step, first_prompt=lo)
         t1 = time.time()
         # ------------------------------------------------------------ score
-        texts = [prompts[i]["text"] for i in idx for _ in range(G)]  # N, samples of a prompt adjacent
+        texts = [prompts[i]["text"] for i in idx for _ in range(G)]  # b·G, samples of a prompt adjacent
         with torch.no_grad():
-            scores = rm.score(texts, ro.texts).float().cpu()  # (N, K)
+            scores = rm.score(texts, ro.texts).float().cpu()  # (b·G, K)
+        check_finite(step + 1, rewards=scores)  # each rank its own, so the rank that met it names the step
+        scores = all_gather_cat(scores)  # (N, K): the whole step's, on every rank
+        lengths = all_gather_cat(ro.completion_mask.sum(1))  # (N,) completion tokens of every row
         rewards = scores.view(B, G, -1)  # (B, G, K)
-        check_finite(step + 1, rewards=rewards)
         # ------------------------------------------------------------ advantages
         adv, diag = group_advantages(rewards, weights=weights, aggregation=cfg.aggregation, scale=cfg.scale,
-                                     constraint=constraint, aspects=rm.aspects)
-        warned = warn_no_spread(step + 1, diag, warned)
-        adv = adv.reshape(-1).to(cfg.device)  # (N,)
+                                     constraint=constraint, aspects=rm.aspects)  # the same on every rank
+        if is_main():
+            warned = warn_no_spread(step + 1, diag, warned)
+        adv = adv.reshape(-1).to(device)  # (N,)
         t2 = time.time()
         # ------------------------------------------------------------ update
         model.train()
-        N, C = ro.completion_ids.shape
+        N, rows, first = B * G, b * G, lo * G  # this rank holds rows [first, first + rows) of the N
+        mine = adv[first:first + rows]  # this rank's advantages
         mb = cfg.micro_batch or N
-        total_tokens = ro.completion_mask.sum()
+        total_tokens = lengths.sum()  # dapo: the whole batch's, over every rank
         use_ref = cfg.beta > 0 or (cfg.log_kl_every > 0 and step % cfg.log_kl_every == 0)
         old_logp, ref_logp = {}, {}  # micro-batch start → (n, C), from the first inner iteration (note 2)
         step_loss, step_stats = 0.0, StepStats()
         for it in range(cfg.inner_iters):
             opt.zero_grad(set_to_none=True)
-            for s in range(0, N, mb):
-                sl = slice(s, s + mb)
+            for s, e in micro_batches(first, rows, mb):  # one process: range(0, N, mb)
+                sl = slice(s, e)
                 with mixed_precision(model, cfg):
                     logp = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
                                              ro.completion_mask[sl], temperature=cfg.temperature)  # (n, C)
@@ -325,32 +380,37 @@ def _train(cfg, state):
                         ref_logp[s] = sequence_logprobs(model, ro.prompt_ids[sl], ro.prompt_mask[sl], ro.completion_ids[sl],
                                                         ro.completion_mask[sl], temperature=cfg.temperature)  # (n, C)
                 old, ref = old_logp[s], ref_logp.get(s)
-                loss, stats = grpo_loss(logp, old, adv[sl], ro.completion_mask[sl], loss_type=cfg.loss_type,
+                loss, stats = grpo_loss(logp, old, mine[sl], ro.completion_mask[sl], loss_type=cfg.loss_type,
                                         epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, beta=cfg.beta,
                                         ref_logp=ref, max_completion_length=cfg.max_new_tokens,
                                         num_items_in_batch=total_tokens)
                 check_finite(step + 1, loss=loss, logprobs=logp)
-                share = 1.0 if cfg.loss_type == "dapo" else logp.shape[0] / N  # see note 3 above
+                share = weight(cfg.loss_type, first + s, first + e, mb, lengths)  # see note 3 above
                 (loss * share).backward()
                 step_loss += loss.item() * share / cfg.inner_iters  # the step's objective, averaged over inner iterations
                 step_stats.add(stats, sequences=logp.shape[0])
+            all_reduce_grads(params)  # the sum of the ranks' gradients: the single process's (note 6)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
             check_finite(step + 1, grad_norm=grad_norm)
             opt.step()
+        step_loss = all_reduce_sum(torch.tensor(step_loss, dtype=torch.float64)).item()
+        step_stats.sum_over_ranks()
+        finished = all_gather_cat(ro.finished)  # (N,)
         t3 = time.time()
         # ------------------------------------------------------------ log
-        lengths = ro.completion_mask.sum(1).float()  # (N,)
+        lengths = lengths.float()  # (N,)
         row = {"step": step + 1, "loss": step_loss, "grad_norm": grad_norm.item(),
                "adv_std": adv.std().item(), "adv_min": adv.min().item(), "adv_max": adv.max().item(),
-               "rm_truncated": rm.last_truncated,
+               "rm_truncated": int(all_reduce_sum(torch.tensor(rm.last_truncated))),
                **diag, **{f"loss/{k}": v for k, v in step_stats.means(cfg.inner_iters).items()},
                "reward": (scores @ weights).mean().item(),
                **{f"score/{a}": scores[:, k].mean().item() for k, a in enumerate(rm.aspects)},
-               "completion_len": lengths.mean().item(), "frac_truncated": (~ro.finished).float().mean().item(),
+               "completion_len": lengths.mean().item(), "frac_truncated": (~finished).float().mean().item(),
                "time_sample": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2}
         metrics.append(row)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if is_main():
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         done = step + 1 - start
         rate = done / (time.time() - t_start)
         means = " ".join(f"{a[:4]} {scores[:, k].mean():.2f}" for k, a in enumerate(rm.aspects))
@@ -358,8 +418,9 @@ def _train(cfg, state):
               f"| {rate:.2f} steps/s ETA {(cfg.steps - step - 1) / rate:.0f}s", flush=True)
         if probes and ((step + 1) % cfg.probe_every == 0 or step + 1 == cfg.steps):
             run_probe(model, tokenizer, rm, probes, cfg, step + 1, out / "probes.jsonl")
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if is_main() and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(cfg, model, opt, constraint, step + 1)
-    save_adapter(model, out / "adapter")
-    write_json(out / "train_config.json", {**asdict(cfg), "lora": info})
+    if is_main():
+        save_adapter(model, out / "adapter")
+        write_json(out / "train_config.json", {**asdict(cfg), "lora": info})
     return metrics

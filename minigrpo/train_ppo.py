@@ -11,6 +11,11 @@ value loss, one AdamW step each → log. The maths is in `minigrpo/ppo.py`; TRL'
   2. The old-policy log-probs are the sampler's (the same policy, cached), not a second forward.
   3. No EOS penalty, no reward whitening, no response truncation at a stop token (TRL options, off by default).
   4. Sampling seeds, prompt order and minibatch order are functions of (seed, step), so `--resume` is exact.
+  5. Under `torchrun --nproc_per_node K` (minigrpo/distributed.py) each rank samples, scores, and runs the
+     reference, critic and GAE on B/K of the prompts; whitening uses the whole batch's sums; each minibatch
+     is drawn from the whole batch as one process draws it, each rank computes the loss of the rows it
+     holds divided by the whole minibatch's token count, and the gradients (policy and critic) are
+     summed over ranks: the single-process run to rounding. Rank 0 alone prints and writes --out.
 """
 import json
 import time
@@ -21,6 +26,8 @@ from typing import Optional
 import torch
 
 from minigrpo.cost import Cost
+from minigrpo.distributed import (all_gather_cat, all_reduce_grads, all_reduce_sum, is_main, on_main_first,
+                                  process_group, split)
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_dir, write_json
 from minigrpo.flags import check_flags
@@ -75,24 +82,36 @@ class PPOConfig:
 
 def ppo(cfg):
     """Run PPO; returns the list of per-step metrics (also written to out/metrics.jsonl)."""
+    with process_group(cfg.device) as device:  # torchrun: this rank's device (minigrpo/distributed.py)
+        state = on_main_first(lambda: check(cfg))  # rank 0 alone may repair --out; then the others read it
+        return _ppo(cfg, state, device)
+
+
+def check(cfg):
+    """Every flag and --out, before anything is read or written (minigrpo/runs.py); the checkpoint's state on --resume."""
     check_flags(cfg)
+    if cfg.batch_size % cfg.minibatches:
+        raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --minibatches {cfg.minibatches}")
+    split(cfg.batch_size, f"--batch-size {cfg.batch_size} prompts per step")
+    return check_run_dir(cfg, OUTPUTS, "ppo")
+
+
+def _ppo(cfg, state, device):
     # ---------------------------------------------------------------- config → init
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.batch_size % cfg.minibatches:
-        raise InputError(f"--batch-size {cfg.batch_size} must be a multiple of --minibatches {cfg.minibatches}")
-    state = check_run_dir(cfg, OUTPUTS, "ppo")  # before anything is read or written (minigrpo/runs.py)
     B, out = cfg.batch_size, Path(cfg.out)
+    lo, b = split(B, f"--batch-size {B} prompts per step")  # this rank's prompts: [lo, lo + b) of the B
     targets = tuple(t.strip() for t in cfg.lora_targets.split(",") if t.strip())
     torch.manual_seed(cfg.seed)
-    model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)
+    model, tokenizer = load_policy(cfg.policy, dtype=cfg.dtype, device=device)
     add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, targets=targets)
-    critic = ValueModel(load_policy(cfg.policy, dtype=cfg.dtype, device=cfg.device)[0], r=cfg.lora_r,
+    critic = ValueModel(load_policy(cfg.policy, dtype=cfg.dtype, device=device)[0], r=cfg.lora_r,
                         alpha=cfg.lora_alpha, targets=targets)  # the second decoder GRPO does without
     params = [p for m in (model, critic) for p in m.parameters() if p.requires_grad]
     if not [p for p in model.parameters() if p.requires_grad]:
         raise InputError(f"--lora-targets {cfg.lora_targets!r} matched no linear layer: no trainable parameters")
-    rm = load_reward_model(cfg.reward_model).to(cfg.device)
+    rm = load_reward_model(cfg.reward_model).to(device)
     weights = parse_weights(cfg.weights, rm.aspects, rm.weights)
     prompts = load_prompts(cfg.prompts, cfg.prompt_column)
     prompt_ids = encode_prompts(prompts, tokenizer, cfg.max_prompt_len, cfg.prompts)
@@ -100,7 +119,8 @@ def ppo(cfg):
         raise InputError(f"{cfg.prompts}: {len(prompts)} prompts, fewer than the {B} a step needs (--batch-size)")
     opt = torch.optim.AdamW(params, lr=cfg.lr)  # one optimizer over policy and critic, as TRL's PolicyAndValueWrapper
     cost, start, metrics = Cost(), 0, []
-    prepare_out(cfg, OUTPUTS)  # only now, with every input loaded: --overwrite deletes the previous run here
+    if is_main():
+        prepare_out(cfg, OUTPUTS)  # only now, with every input loaded: --overwrite deletes the previous run here
     if cfg.resume:
         start, metrics = resume(cfg, model, critic, opt, cost, state)
     n_train = sum(p.numel() for p in params)
@@ -111,19 +131,20 @@ def ppo(cfg):
     for step in range(start, cfg.steps):
         # ------------------------------------------------------------ rollouts
         t0 = time.time()
-        idx = prompt_batch(len(prompts), B, step, cfg.seed)
+        counted = cost.state_dict()  # this step's counts are summed over ranks at its end
+        idx = prompt_batch(len(prompts), B, step, cfg.seed)[lo:lo + b]  # this rank's share of the B prompts
         model.eval()
         critic.eval()
         ro = generate(model, tokenizer, [prompt_ids[i] for i in idx], num_samples=1, max_new_tokens=cfg.max_new_tokens,
-                      temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step)
+                      temperature=cfg.temperature, seed=cfg.seed * 1_000_003 + step, first_prompt=lo)
         cost.sampled(ro)
         pm, cid, cm = ro.prompt_ids, ro.completion_ids, ro.completion_mask  # (N, P), (N, C), (N, C)
         t1 = time.time()
         # ------------------------------------------------------------ score
         with torch.no_grad():
-            scores = rm.score([prompts[i]["text"] for i in idx], ro.texts).float().cpu()  # (N, K)
+            scores = rm.score([prompts[i]["text"] for i in idx], ro.texts).float().cpu()  # (b, K)
         cost.scored += len(idx)
-        score = (scores @ weights).to(cfg.device)  # (N,)
+        score = (scores @ weights).to(device)  # (b,)
         check_finite(step + 1, rewards=score)
         t2 = time.time()
         # ------------------------------------------------------------ advantages: reference, critic, GAE
@@ -135,7 +156,7 @@ def ppo(cfg):
         old_logp = ro.logprobs  # (N, C) note 2
         rewards = token_rewards(score, old_logp, ref, cm, cfg.kl_coef)  # (N, C)
         adv, ret = gae(rewards, old_values, cm, gamma=cfg.gamma, lam=cfg.lam)  # (N, C) each
-        adv = masked_whiten(adv, cm)  # (N, C)  TRL: whitened over the batch's real tokens
+        adv = masked_whiten(adv, cm, all_sum=all_reduce_sum)  # (N, C)  TRL: whitened over the batch's real tokens
         # ------------------------------------------------------------ update
         model.train()
         critic.train()
@@ -143,46 +164,61 @@ def ppo(cfg):
         for epoch in range(cfg.ppo_epochs):
             order = torch.randperm(B, generator=torch.Generator().manual_seed((cfg.seed * 1_000_003 + step) * 64 + epoch))
             for s in range(0, B, mb):
-                sl = order[s:s + mb]  # (n,)
+                sl = order[s:s + mb]  # (mb,) rows of the whole batch, drawn as one process draws them
+                sl = sl[(sl >= lo) & (sl < lo + b)] - lo  # (n,) those this rank holds (maybe none), as local rows
+                tokens = all_reduce_sum(cm[sl].float().sum())  # the whole minibatch's real tokens: the means divide by it
                 logp = sequence_logprobs(model, pm[sl], ro.prompt_mask[sl], cid[sl], cm[sl], temperature=cfg.temperature)  # (n, C)
                 values = critic(pm[sl], ro.prompt_mask[sl], cid[sl], cm[sl])  # (n, C)
-                pg, pg_stats = ppo_policy_loss(logp, old_logp[sl], adv[sl], cm[sl], cfg.cliprange)
-                vf, vf_stats = ppo_value_loss(values, old_values[sl], ret[sl], cm[sl], cfg.cliprange_value)
+                pg, pg_stats = ppo_policy_loss(logp, old_logp[sl], adv[sl], cm[sl], cfg.cliprange, tokens)
+                vf, vf_stats = ppo_value_loss(values, old_values[sl], ret[sl], cm[sl], cfg.cliprange_value, tokens)
                 loss = pg + cfg.vf_coef * vf  # TRL ppo_trainer.py: loss = pg_loss + vf_coef * vf_loss
                 check_finite(step + 1, loss=loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                all_reduce_grads(params)  # summed over ranks: each rank's loss is its share of the minibatch's
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
                 check_finite(step + 1, grad_norm=grad_norm)
                 opt.step()
                 cost.passes(ro.prompt_mask[sl], cm[sl], forward=2, backward=2)  # policy and critic
+        cost.sum_over_ranks(counted, all_reduce_sum)
         t3 = time.time()
         for k, dt in zip(("sample", "score", "update"), (t1 - t0, t2 - t1, t3 - t2)):
             cost.time[k] += dt
         # ------------------------------------------------------------ log
-        kl = ((old_logp - ref) * cm).sum(1)  # (N,) k1 KL of each sequence, as TRL's objective/kl
-        row = {"step": step + 1, "loss": loss.item(), "pg_loss": pg.item(), "vf_loss": vf.item(),
+        # the last minibatch's losses and statistics, and the whole batch's rows, summed or gathered over ranks
+        last = {"loss": loss.item(), "pg_loss": pg.item(), "vf_loss": vf.item(), **pg_stats, **vf_stats}
+        last = dict(zip(last, all_reduce_sum(torch.tensor(list(last.values()), dtype=torch.float64)).tolist()))
+        kl = all_gather_cat(((old_logp - ref) * cm).sum(1))  # (N,) k1 KL of each sequence, as TRL's objective/kl
+        score, scores = all_gather_cat(score), all_gather_cat(scores)  # (N,), (N, K)
+        real = cm.bool()
+        values_all, returns_all = all_gather_cat(old_values[real]), all_gather_cat(ret[real])  # (tokens,) each
+        tokens = all_reduce_sum(cm.float().sum())
+        row = {"step": step + 1, **{k: last[k] for k in ("loss", "pg_loss", "vf_loss")},
                "grad_norm": grad_norm.item(), "reward": score.mean().item(), "kl": kl.mean().item(),
                "rlhf_reward": (score - cfg.kl_coef * kl).mean().item(),
                **{f"score/{a}": scores[:, k].mean().item() for k, a in enumerate(rm.aspects)},
-               **pg_stats, **vf_stats, "explained_var": explained_variance(old_values, ret, cm),
-               "return_mean": masked_mean(ret, cm).item(), "completion_len": cm.sum(1).float().mean().item(),
-               "frac_truncated": (~ro.finished).float().mean().item(),
+               **{k: last[k] for k in (*pg_stats, *vf_stats)},
+               "explained_var": explained_variance(values_all, returns_all, torch.ones_like(values_all)),
+               "return_mean": all_reduce_sum(masked_mean(ret, cm, tokens)).item(),
+               "completion_len": all_gather_cat(cm.sum(1)).float().mean().item(),
+               "frac_truncated": (~all_gather_cat(ro.finished)).float().mean().item(),
                "time_sample": t1 - t0, "time_score": t2 - t1, "time_update": t3 - t2}
         metrics.append(row)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        if is_main():
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
         rate = (step + 1 - start) / (time.time() - t_start)
         print(f"step {step + 1}/{cfg.steps} | R {row['reward']:.3f} | kl {row['kl']:.3f} | vf {row['vf_loss']:.4f} "
               f"| ev {row['explained_var']:.2f} | len {row['completion_len']:.0f} "
               f"| {rate:.2f} steps/s ETA {(cfg.steps - step - 1) / rate:.0f}s", flush=True)
-        if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
+        if is_main() and ((step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps):
             save_checkpoint(cfg, model, critic, opt, cost, step + 1)
-    save_adapter(model, out / "adapter")
-    save_critic(critic, out / "critic")
-    write_json(out / "cost.json", {"method": "ppo", **cost.summary(n_train, ["policy (+ reference: LoRA off)", "critic",
-                                                                         "reward model"])})
-    write_json(out / "train_config.json", asdict(cfg))
+    if is_main():
+        save_adapter(model, out / "adapter")
+        save_critic(critic, out / "critic")
+        write_json(out / "cost.json", {"method": "ppo", **cost.summary(n_train, ["policy (+ reference: LoRA off)",
+                                                                             "critic", "reward model"])})
+        write_json(out / "train_config.json", asdict(cfg))
     return metrics
 
 
@@ -217,4 +253,4 @@ def resume(cfg, model, critic, opt, cost, state):
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
         raise InputError(f"{ckpt / 'trainer_state.pt'}: does not match this run ({e})") from None
     print(f"resumed from {ckpt} at step {state['step']}")
-    return state["step"], metrics_until(Path(cfg.out) / "metrics.jsonl", state["step"])
+    return state["step"], metrics_until(Path(cfg.out) / "metrics.jsonl", state["step"], rewrite=is_main())

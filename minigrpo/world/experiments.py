@@ -208,16 +208,20 @@ def plot_seeds(rows, png):
     return True
 
 
-def seeds(cfg):
-    """Write the seeds table (markdown), every seed's rows (CSV) and the figure."""
+def _start(cfg):
+    """(names, {name: run folder}, out path) of `seeds` / `experiments`, every flag checked first."""
     check_flags(cfg)
     check_out(cfg.out, kind="file")
     names = [n.strip() for n in cfg.names.split(",") if n.strip()]
     if not names:
         raise InputError("--names: no run folder named")
-    runs = _runs(cfg.seeds, names)
+    return names, _runs(cfg.seeds, names), Path(cfg.out)
+
+
+def seeds(cfg):
+    """Write the seeds table (markdown), every seed's rows (CSV) and the figure."""
+    names, runs, out = _start(cfg)
     rows = seed_rows(runs)
-    out = Path(cfg.out)
     lines = [f"# minigrpo seeds-small: base vs GRPO over {len(runs)} seeds ({', '.join(names)})", "",
              "Mean ± std over seeds (std with n − 1). Each seed reruns the reward model, GRPO and evaluation's "
              "sampling on one world, tokenizer and SFT base. Runs are bit-for-bit reproducible on one machine, "
@@ -417,13 +421,7 @@ def multiturn_section(runs, world):
 
 def experiments(cfg):
     """Write experiments.md and its figures from the runs of `make experiments-small`."""
-    check_flags(cfg)
-    check_out(cfg.out, kind="file")
-    names = [n.strip() for n in cfg.names.split(",") if n.strip()]
-    if not names:
-        raise InputError("--names: no run folder named")
-    runs = _runs(cfg.seeds, names)
-    out = Path(cfg.out)
+    names, runs, out = _start(cfg)
     tc = _train_config(runs)
     lines = [f"# minigrpo experiments-small over {len(runs)} seeds ({', '.join(names)})", "",
              f"Each run samples the same number of completions ({tc['batch_size']} per step, {tc['steps']} steps). "

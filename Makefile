@@ -184,10 +184,13 @@ $(RUN)/experiments.md: $(RUN)/seeds.md $(call SEED_DONE,$(EXP_SEEDS),g2 g8 const
 # number of completions from the policy (GRPO 150 steps × 32; PPO 150 rollouts × 32 prompts × 1;
 # DPO 600 prompts × G = 8 from the base). Each run goes through `python -m minigrpo.measure`, a fresh
 # process that records wall time and peak RSS; `minigrpo compare` writes $(RUN)/compare.md + .png.
-# `make compare-sweep-small` is the lr sweep (LRS) of the three methods, apart: it does not fit the budget.
+# `make compare-sweep-small` is the lr sweep of the three methods, apart (it does not fit the budget): the
+# runs of compare-small at CMP_LR and, at each other lr of LRS, one more run per method; the sweep's runs go
+# JOBS at a time with CMP_THREADS=1 each, so their wall times are not compare-small's (outcome only).
 CMP := $(RUN)/compare
 MEASURE := $(PY) -m minigrpo.measure
-LRS ?= 1e-4 3e-4 1e-3
+LRS ?= 1e-4 1e-3
+CMP_THREADS ?= 2
 ifeq ($(SMALL),ci)
 PPO_FLAGS := --steps 3 --batch-size 16 --minibatches 2 --save-every 2
 DPO_FLAGS := --max-prompts 24 --group-size 2 --batch-size 4
@@ -196,12 +199,13 @@ PPO_FLAGS := --steps 150 --batch-size 32 --minibatches 4 --save-every 50
 DPO_FLAGS := --group-size 8 --epochs 2 --batch-size 16
 endif
 CMP_COMMON := --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl --max-new-tokens 48 \
-	--max-prompt-len 64 --threads 2 --seed $(SEED)
+	--max-prompt-len 64 --threads $(CMP_THREADS) --seed $(SEED)
 CMP_LR ?= 3e-4
 empty :=
 space := $(empty) $(empty)
 comma := ,
-# the sub-command of a run named METHOD or METHOD-lrLR
+# the sub-command of a run named METHOD or METHOD-lrLR, and its lr (CMP_LR for METHOD)
+run_lr = $(if $(findstring -lr,$(1)),$(lastword $(subst -lr, ,$(1))),$(CMP_LR))
 define METHOD_CMD
 $(if $(filter grpo,$(1)),train $(CMP_COMMON) --group-size 4 $(TRAIN_FLAGS),$(if $(filter ppo,$(1)),ppo $(CMP_COMMON) $(PPO_FLAGS),dpo $(CMP_COMMON) $(DPO_FLAGS)))
 endef
@@ -212,15 +216,17 @@ SWEEP := $(foreach m,grpo ppo dpo,$(foreach lr,$(LRS),$(m)-lr$(lr)))
 compare-small: $(RUN)/compare.md
 	@cat $(RUN)/compare.md
 $(CMP)/%/process.json: $(RUN)/base/model.safetensors $(RUN)/rm/config.json
-	$(MEASURE) $@ $(call METHOD_CMD,$(firstword $(subst -, ,$*))) --lr $(CMP_LR) --out $(CMP)/$*
+	$(MEASURE) $@ $(call METHOD_CMD,$(firstword $(subst -, ,$*))) --lr $(call run_lr,$*) --out $(CMP)/$*
 $(CMP)/eval/%/eval.json: $(CMP)/%/process.json
 	$(EVAL_CMD) --adapter $(CMP)/$*/adapter --out $(CMP)/eval/$*
 $(RUN)/compare.md: $(RUN)/eval/base/eval.json $(CMP)/eval/grpo/eval.json $(CMP)/eval/ppo/eval.json $(CMP)/eval/dpo/eval.json
 	$(MG) compare --evals base=$(RUN)/eval/base,grpo=$(CMP)/eval/grpo,ppo=$(CMP)/eval/ppo,dpo=$(CMP)/eval/dpo \
 		--runs grpo=$(CMP)/grpo,ppo=$(CMP)/ppo,dpo=$(CMP)/dpo --title "minigrpo compare-small ($(SMALL))" --out $@
 
-compare-sweep-small: $(RUN)/eval/base/eval.json
-	for r in $(SWEEP); do $(MAKE) --no-print-directory $(CMP)/sweep/eval/$$r/eval.json CMP=$(CMP)/sweep CMP_LR=$${r#*-lr} || exit 1; done
-	$(MG) compare --evals base=$(RUN)/eval/base,$(subst $(space),$(comma),$(foreach r,$(SWEEP),$(r)=$(CMP)/sweep/eval/$(r))) \
-		--runs $(subst $(space),$(comma),$(foreach r,$(SWEEP),$(r)=$(CMP)/sweep/$(r))) \
-		--title "minigrpo compare-sweep-small ($(SMALL)): lr $(LRS)" --out $(RUN)/compare_sweep.md
+SWEEP_ALL := $(foreach m,grpo ppo dpo,$(m)-lr$(CMP_LR)=$(CMP)/eval/$(m) $(foreach lr,$(LRS),$(m)-lr$(lr)=$(CMP)/sweep/eval/$(m)-lr$(lr)))
+compare-sweep-small: $(RUN)/compare.md
+	$(MAKE) --no-print-directory -j$(JOBS) CMP=$(CMP)/sweep CMP_THREADS=1 $(foreach r,$(SWEEP),$(CMP)/sweep/eval/$(r)/eval.json)
+	$(MG) compare --evals base=$(RUN)/eval/base,$(subst $(space),$(comma),$(SWEEP_ALL)) \
+		--runs $(subst $(space),$(comma),$(subst /eval/,/,$(SWEEP_ALL))) \
+		--title "minigrpo compare-sweep-small ($(SMALL)): lr $(CMP_LR) $(LRS)" --out $(RUN)/compare_sweep.md
+	@cat $(RUN)/compare_sweep.md

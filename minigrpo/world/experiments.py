@@ -71,7 +71,7 @@ def pearson(x, y):
     mx, my = sum(x) / len(x), sum(y) / len(y)
     sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
     sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
 def agreement(rm, truth):
@@ -80,7 +80,7 @@ def agreement(rm, truth):
     mean = sum(truth) / n
     ss_tot = sum((y - mean) ** 2 for y in truth)
     ss_res = sum((y - p) ** 2 for p, y in zip(rm, truth))
-    return {"r2": 1 - ss_res / ss_tot if max(truth) > min(truth) else None, "rho": pearson(ranks(rm), ranks(truth)),
+    return {"r2": 1 - ss_res / ss_tot if max(truth) > min(truth) and ss_tot > 0 else None, "rho": pearson(ranks(rm), ranks(truth)),
             "bias": sum(rm) / n - mean, "n": n}
 
 

@@ -198,14 +198,15 @@ else
 PPO_FLAGS := --steps 150 --batch-size 32 --minibatches 4 --save-every 50
 DPO_FLAGS := --group-size 8 --epochs 2 --batch-size 16
 endif
-CMP_COMMON := --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl --max-new-tokens 48 \
-	--max-prompt-len 64 --threads $(CMP_THREADS) --seed $(SEED)
+CMP_COMMON = --policy $(RUN)/base --reward-model $(RUN)/rm --prompts $(W)/prompts_train.jsonl --max-new-tokens 48 \
+	--max-prompt-len 64 --threads $(CMP_THREADS) --seed $(call run_seed,$*)
 CMP_LR ?= 3e-4
 empty :=
 space := $(empty) $(empty)
 comma := ,
-# the sub-command of a run named METHOD or METHOD-lrLR, and its lr (CMP_LR for METHOD)
-run_lr = $(if $(findstring -lr,$(1)),$(lastword $(subst -lr, ,$(1))),$(CMP_LR))
+# the sub-command of a run named METHOD, METHOD-lrLR or METHOD-lrLR@SEED, its lr (CMP_LR for METHOD) and seed (SEED)
+run_lr = $(if $(findstring -lr,$(1)),$(firstword $(subst @, ,$(lastword $(subst -lr, ,$(1))))),$(CMP_LR))
+run_seed = $(if $(findstring @,$(1)),$(lastword $(subst @, ,$(1))),$(SEED))
 define METHOD_CMD
 $(if $(filter grpo,$(1)),train $(CMP_COMMON) --group-size 4 $(TRAIN_FLAGS),$(if $(filter ppo,$(1)),ppo $(CMP_COMMON) $(PPO_FLAGS),dpo $(CMP_COMMON) $(DPO_FLAGS)))
 endef
@@ -230,3 +231,25 @@ compare-sweep-small: $(RUN)/compare.md
 		--runs $(subst $(space),$(comma),$(subst /eval/,/,$(SWEEP_ALL))) \
 		--title "minigrpo compare-sweep-small ($(SMALL)): lr $(CMP_LR) $(LRS)" --out $(RUN)/compare_sweep.md
 	@cat $(RUN)/compare_sweep.md
+
+# `make compare-seeds-small` (after compare-sweep-small): each method at the lr the sweep chose for it, over
+# seed 0 (the sweep's run) and CMP_SEEDS (new runs, JOBS at a time, one thread each), same reward model and
+# base: $(RUN)/compare_seeds.md reports mean ± std. The lrs: the best 4-aspect rubric mean on the test split.
+CMP_SEEDS ?= 1 2 3 4
+LR_GRPO ?= 3e-4
+LR_PPO ?= 1e-4
+LR_DPO ?= 1e-4
+seed0_dir = $(if $(filter $(2),$(CMP_LR)),$(CMP)/$(3)$(1),$(CMP)/sweep/$(3)$(1)-lr$(2))
+SEED_CMP := grpo-lr$(LR_GRPO) ppo-lr$(LR_PPO) dpo-lr$(LR_DPO)
+SEED_CMP_RUNS := $(foreach s,$(CMP_SEEDS),$(foreach r,$(SEED_CMP),$(r)@$(s)))
+SEED_CMP_ALL = $(foreach m,grpo:$(LR_GRPO) ppo:$(LR_PPO) dpo:$(LR_DPO),$(word 1,$(subst :, ,$(m)))@0=$(call \
+	seed0_dir,$(word 1,$(subst :, ,$(m))),$(word 2,$(subst :, ,$(m))),$(1)) $(foreach s,$(CMP_SEEDS),$(word 1,$(subst \
+	:, ,$(m)))@$(s)=$(CMP)/seeds/$(1)$(word 1,$(subst :, ,$(m)))-lr$(word 2,$(subst :, ,$(m)))@$(s)))
+.PHONY: compare-seeds-small
+compare-seeds-small:
+	$(MAKE) --no-print-directory -j$(JOBS) CMP=$(CMP)/seeds CMP_THREADS=1 $(foreach r,$(SEED_CMP_RUNS),$(CMP)/seeds/eval/$(r)/eval.json)
+	$(MG) compare --evals base=$(RUN)/eval/base,$(subst $(space),$(comma),$(call SEED_CMP_ALL,eval/)) \
+		--runs $(subst $(space),$(comma),$(call SEED_CMP_ALL,)) \
+		--title "minigrpo compare-seeds-small ($(SMALL)): grpo lr $(LR_GRPO), ppo $(LR_PPO), dpo $(LR_DPO); seeds 0 $(CMP_SEEDS)" \
+		--out $(RUN)/compare_seeds.md
+	@cat $(RUN)/compare_seeds.md

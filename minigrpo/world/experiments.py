@@ -277,7 +277,7 @@ def _train_config(runs, name="grpo"):
     return read_json(next(iter(runs.values())) / name / "train_config.json", "train_config.json (from `minigrpo train`)")
 
 
-def group_size_section(runs, out):
+def group_size_section(runs):
     N = _train_config(runs)["batch_size"]
     lines = ["## Group size G ∈ {2, 4, 8} (the paper's next check 3)", "",
              f"Each step samples N = {N} completions: B = {N // 2}, {N // 4}, {N // 8} prompts × G = 2, 4, 8. "
@@ -426,7 +426,7 @@ def experiments(cfg):
     lines = [f"# minigrpo experiments-small over {len(runs)} seeds ({', '.join(names)})", "",
              f"Each run samples the same number of completions ({tc['batch_size']} per step, {tc['steps']} steps). "
              "Numbers are mean ± std over the seeds named; one machine's floating point.", ""]
-    lines += group_size_section(runs, out)
+    lines += group_size_section(runs)
     lines += constraint_section(runs, out)
     lines += calibration_section(runs)
     lines += hacking_section(runs, out)

@@ -97,6 +97,14 @@ def main(argv=None):
         print(f"{say}: error: runs in one process; only {' and '.join(DATA_PARALLEL)} run under torchrun "
               f"(here WORLD_SIZE={K}); run it without torchrun", file=sys.stderr)
         return 2
+    code = _run(fn, cfg, say)
+    if K > 1:  # a torchrun rank: leave now, rank 0 last, without the interpreter's teardown (distributed.leave)
+        leave(code)
+    return code
+
+
+def _run(fn, cfg, say):
+    """Run a stage; an expected failure becomes one line on stderr and an exit code."""
     try:
         fn(cfg)
     except InputError as e:  # bad user input: a clear message, not a traceback

@@ -123,13 +123,14 @@ def process_group(device):
 def leave(code):
     """Exit this torchrun rank with `code` now, rank 0 last; never returns.
 
-    Why not a plain exit: gloo's threads outlive the Python code, and when one rank's process ends
-    (its sockets close) while a peer's gloo thread still watches them, the peer sometimes aborts
-    ("terminate called without an active exception", then SIGABRT: pytorch/pytorch#179291; here
-    about one 2-rank run in ten, destroy_process_group or not). So the ranks other than 0 announce
-    themselves in torchrun's key-value store and leave at once with os._exit (no teardown at all);
-    rank 0, whose gloo threads nobody else watches any more, waits for them (at most 30 s: a rank
-    that died is not waited for) and leaves last. The kernel closes the sockets.
+    Why not a plain exit: gloo's run-loop threads free finished work (a barrier's, an all-reduce's)
+    in the background, and freeing the tensors in it takes the GIL. If that happens while the
+    interpreter is shutting down, the thread is made to exit inside a noexcept destructor and the
+    process aborts ("terminate called without an active exception", SIGABRT; seen with gdb in about
+    one 2-rank test run in ten, destroy_process_group or not; cf. pytorch/pytorch#179291). os._exit
+    skips the shutdown. The ranks other than 0 announce themselves in torchrun's key-value store and
+    leave at once; rank 0 waits for them (at most 30 s: a rank that died is not waited for) and leaves
+    last, so no rank still running sees a peer's sockets close. The kernel closes the sockets.
     """
     sys.stdout.flush()
     sys.stderr.flush()

@@ -128,8 +128,9 @@ def r2(pred, target):
     """R²_k = 1 − SS_res / SS_tot per column (N, K) → (K,); NaN where the targets are constant."""
     ss_res = ((target - pred) ** 2).sum(0)  # (K,)
     ss_tot = ((target - target.mean(0)) ** 2).sum(0)  # (K,)
+    varies = (target.max(0) > target.min(0)) & (ss_tot > 0)  # (K,): a constant's SS_tot can be rounding residue
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(ss_tot > 0, 1.0 - ss_res / ss_tot, np.nan)
+        return np.where(varies, 1.0 - ss_res / ss_tot, np.nan)
 
 
 def average_ranks(x):

@@ -1,5 +1,6 @@
-"""`minigrpo seeds` / `minigrpo experiments` (minigrpo/world/experiments.py): the statistics against naive
-references and their definitions, and the tables against hand-made runs whose answers are known."""
+"""`minigrpo seeds` / `minigrpo experiments` (minigrpo/world/experiments.py): the statistics against their
+definitions (the ranks and ρ themselves are train-rm's, tested in test_train_rm.py), and the tables against
+hand-made runs whose answers are known."""
 import csv
 import json
 import math
@@ -12,16 +13,6 @@ from minigrpo.world import experiments as ex
 from minigrpo.world import goals
 
 unit = st.floats(0, 1, allow_nan=False).map(lambda x: round(x, 6))  # scores as a model writes them, no subnormals
-
-
-def naive_ranks(xs):
-    """Average rank of each value: 1 + (number smaller) + (number equal − 1) / 2."""
-    return [1 + sum(y < x for y in xs) + (sum(y == x for y in xs) - 1) / 2 for x in xs]
-
-
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=30))
-def test_ranks_match_the_naive_average_rank(xs):
-    assert ex.ranks(xs) == naive_ranks(xs)
 
 
 @given(st.lists(st.tuples(unit, unit), min_size=3, max_size=40))

@@ -222,6 +222,14 @@ def test_metric_anchors():
     assert aspect_metrics(t ** 3, t, ["a"])["a"]["spearman"] == pytest.approx(1.0)
 
 
+def test_constant_targets_have_no_r2_even_with_rounding_residue():
+    """A constant column's mean can round off it (SS_tot ~1e-33, not 0): R² is NaN, not −1e30."""
+    t = np.full((3, 1), 0.45222979226399274)
+    assert ((t - t.mean(0)) ** 2).sum() > 0  # the residue this guards against
+    assert np.isnan(r2(np.zeros_like(t), t)[0])
+    assert np.isnan(r2(np.zeros((3, 1)), np.array([[0.0], [0.0], [9.5e-246]]))[0])  # SS_tot underflows to 0
+
+
 @given(st.lists(st.sampled_from("abcdefgh"), min_size=2, max_size=40), st.floats(0.05, 0.9), st.integers(0, 99))
 def test_split_holds_out_whole_prompts(prompts, frac, seed):
     """Every row is in exactly one split, no prompt is on both sides, and validation is never empty."""

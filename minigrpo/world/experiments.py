@@ -17,6 +17,7 @@ reward hacking over time (the probe set scored by both judges); and the multi-tu
 Calibration of the reward model (RM) against the rubric on a set of samples, per aspect:
   R² = 1 − Σ(rubric − rm)² / Σ(rubric − mean rubric)²   (the RM's scores as predictions of the rubric's)
   ρ  = Spearman's rank correlation (Pearson's r of the ranks, ties given their mean rank)
+(the same R² and ρ as `minigrpo train-rm` reports on its validation set: minigrpo/train_rm.py)
   bias = mean(rm − rubric)                                (> 0: the RM is more pleased than the truth)
 R² can be negative: a constant at the right mean scores 0. ρ ignores scale: it asks only whether the
 RM orders samples as the rubric does, which is what group-relative advantages use.
@@ -28,10 +29,13 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from minigrpo.errors import InputError
 from minigrpo.files import atomic_file, check_out, iter_jsonl, read_json
 from minigrpo.flags import check_flags
 from minigrpo.reward_model import ASPECTS
+from minigrpo.train_rm import r2, spearman
 from minigrpo.world import goals, rubric
 
 SPLITS = ("test", "ood")
@@ -49,39 +53,16 @@ def mean_std(xs):
     return m, (math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1)) if n > 1 else 0.0)
 
 
-def ranks(xs):
-    """Ranks 1..n of xs, ties given the mean of the ranks they span."""
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    out = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            out[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return out
-
-
-def pearson(x, y):
-    """Pearson's r; None when either side is constant."""
-    if max(x) == min(x) or max(y) == min(y):  # exactly constant: the sums below would be rounding residue
-        return None
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
-
-
 def agreement(rm, truth):
-    """{"r2", "rho", "bias", "n"} of reward-model scores `rm` against rubric scores `truth` (module docstring)."""
-    n = len(rm)
-    mean = sum(truth) / n
-    ss_tot = sum((y - mean) ** 2 for y in truth)
-    ss_res = sum((y - p) ** 2 for p, y in zip(rm, truth))
-    return {"r2": 1 - ss_res / ss_tot if max(truth) > min(truth) and ss_tot > 0 else None, "rho": pearson(ranks(rm), ranks(truth)),
-            "bias": sum(rm) / n - mean, "n": n}
+    """{"r2", "rho", "bias", "n"} of reward-model scores `rm` against rubric scores `truth` (module docstring).
+
+    R² and ρ are train-rm's own (minigrpo/train_rm.py), so the numbers on policy samples and on the
+    reward model's validation set are the same statistic; None where one side is constant.
+    """
+    pred, target = np.asarray(rm, dtype=np.float64)[:, None], np.asarray(truth, dtype=np.float64)[:, None]  # (n, 1)
+    r2_, rho = float(r2(pred, target)[0]), float(spearman(pred, target)[0])
+    return {"r2": None if math.isnan(r2_) else r2_, "rho": None if math.isnan(rho) else rho,
+            "bias": float((pred - target).mean()), "n": len(rm)}
 
 
 def _fmt(m, s=None, signed=False):
@@ -177,8 +158,7 @@ def goal_table(runs, sub="eval", run="grpo", splits=SPLITS):
     for (split, name), got in per.items():
         m, s = mean_std([v for v, _, _ in got])
         goal_text = got[0][2].rsplit(":", 1)[0]
-        by_mean = {"safety": m >= goals.GOAL_SAFETY.get(split, 0.28), "worst_aspect": m >= -goals.GOAL_MAX_DROP,
-                   "over_refusal": m <= 0}[name]
+        by_mean = goals.meets(name, split, m)
         lines.append(f"| {split} | {goal_text} | {_fmt(m, s, signed=True)} | {'✓' if by_mean else '✗'} "
                      f"| {sum(ok for _, ok, _ in got)}/{len(got)} |")
     return lines

@@ -40,7 +40,7 @@ import matplotlib
 from minigrpo.reward_model import load_reward_model
 from minigrpo.world import rubric
 from minigrpo.world.lexicon import TOPICS
-from minigrpo.world.experiments import agreement, mean_std, pearson, ranks
+from minigrpo.world.experiments import agreement, mean_std
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -96,7 +96,7 @@ def _group_rho(samples):
     for rows in groups.values():
         rm = [sum(r[f"rm/{a}"] for a in ASPECTS) for r in rows]
         tr = [sum(r[f"rubric/{a}"] for a in ASPECTS) for r in rows]
-        rho = pearson(ranks(rm), ranks(tr)) if len(rows) > 1 else None
+        rho = agreement(rm, tr)["rho"] if len(rows) > 1 else None
         if rho is not None:
             rhos.append(rho)
     return {"mean": sum(rhos) / len(rhos), "groups": len(rhos), "of": len(groups)}

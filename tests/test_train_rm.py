@@ -178,7 +178,8 @@ def naive_r2(pred, target):
     mean = sum(target) / n
     ss_res = sum((t - p) ** 2 for p, t in zip(pred, target))
     ss_tot = sum((t - mean) ** 2 for t in target)
-    return 1 - ss_res / ss_tot if ss_tot > 0 else math.nan
+    constant = all(t == target[0] for t in target)  # then SS_tot is 0, or rounding residue of the mean
+    return 1 - ss_res / ss_tot if ss_tot > 0 and not constant else math.nan
 
 
 def naive_ranks(x):

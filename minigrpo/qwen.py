@@ -40,6 +40,9 @@ class QwenConfig:
     max_position_embeddings: int = 32768
 
 
+VOCAB_BLOCK = 2048  # Qwen.head_logits: vocabulary rows per matmul on CPU
+
+
 def rms_norm(x, weight, eps):
     """x / sqrt(mean(x²) + eps) · w, computed in fp32, cast back before the weight (transformers' Qwen2RMSNorm)."""
     y = x.float()
@@ -305,7 +308,7 @@ class Qwen(nn.Module):
         tokens (n,); live (n,) bool, False for rows that have stopped (their token is padding, which
         no later token attends to). Computes `forward(tokens[:, None], live[:, None], cache=cache)[:, -1]`
         bit for bit (tests/test_qwen.py), written flat for one position: no (B, T) masks to build, no
-        Block/Attention/RMSNorm module calls, RoPE angles looked up in the cache's table. On the tiny
+        Block/Attention/MLP/RMSNorm module calls, RoPE angles looked up in the cache's table. On the tiny
         CPU model, where every operation is too small to hide Python and dispatch overhead, that is
         ~11% less time per token than forward (1.62 vs 1.82 ms, 32 rows, 2 threads).
         """
@@ -329,9 +332,30 @@ class Qwen(nn.Module):
             qk = rope(torch.cat([q, k], 1), cos, sin)  # (n, nh + nkv, 1, D)
             k, v = cache.update(i, qk[:, nh:], v)  # (n, nkv, S, D)
             x = x + a.o_proj(attend(qk[:, :nh], k, v, bias).view(n, nh * D))
-            x = x + block.mlp(rms_norm(x, block.post_attention_layernorm.weight, eps))
+            m, h = block.mlp, rms_norm(x, block.post_attention_layernorm.weight, eps)  # MLP.forward, inline
+            x = x + m.down_proj(F.silu(m.gate_proj(h)) * m.up_proj(h))
         cache.advance(live[:, None])
-        return self.lm_head(rms_norm(x, self.model.norm.weight, eps)).float()  # (n, V)
+        return self.head_logits(rms_norm(x, self.model.norm.weight, eps)).float()  # (n, V)
+
+    def head_logits(self, h):
+        """`lm_head(h)` (n, V) for the sampler's n rows; on CPU in fp32 a block of vocabulary rows at a time.
+
+        With Qwen's 151,936-token vocabulary the head's weight is 519 MiB in fp32, a quarter of the
+        0.5B model, and one (32 × 896) · (896 × 151,936) matmul streams it at ~71 GFLOP/s on the
+        2-core machine; `VOCAB_BLOCK` rows at a time (7 MiB of weight each) run at ~100 (bench/
+        bench_sampler.py). Each logit is the same dot product either way: the results are bit-identical
+        (tests/test_qwen.py). A vocabulary of at most two blocks (the tiny world's 1,024), an adapted
+        (LoRA) head, and other devices and dtypes take the plain call.
+        """
+        head = self.lm_head
+        V = head.weight.shape[0]
+        if h.device.type != "cpu" or h.dtype != torch.float32 or type(head) is not nn.Linear or V <= 2 * VOCAB_BLOCK:
+            return head(h)
+        out = h.new_empty(h.shape[0], V)  # (n, V)
+        for s in range(0, V, VOCAB_BLOCK):
+            out[:, s:s + VOCAB_BLOCK] = F.linear(h, head.weight[s:s + VOCAB_BLOCK],
+                                                 None if head.bias is None else head.bias[s:s + VOCAB_BLOCK])
+        return out
 
     def new_cache(self, batch_size, max_len):
         """An empty KV cache for `batch_size` rows and up to `max_len` tokens, on this model's device/dtype."""

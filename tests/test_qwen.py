@@ -177,6 +177,26 @@ def test_step_equals_forward_bit_for_bit(tmp_path, case, variant):
     assert caches[0].length == caches[1].length == 11
 
 
+@pytest.mark.parametrize("rows", [32, 7, 1])
+def test_blocked_vocabulary_head_is_bit_identical(tmp_path, rows):
+    """`head_logits` (the sampler's lm_head, a block of vocabulary rows at a time on CPU once V > 2 blocks)
+    gives exactly lm_head's logits, ragged last block included, and `step` still equals forward."""
+    from minigrpo.qwen import VOCAB_BLOCK
+    V = 2 * VOCAB_BLOCK + 907  # three blocks, the last one short
+    path, _ = tiny_qwen_dir(tmp_path / "m", vocab_size=V, tie=True)
+    model, _ = load_policy(path)
+    h = torch.randn(rows, model.config.hidden_size)
+    with torch.no_grad():
+        assert torch.equal(model.head_logits(h), model.lm_head(h))
+        ids = torch.randint(3, V, (rows, 5))
+        caches = [model.new_cache(rows, 8), model.new_cache(rows, 8)]
+        for cache in caches:
+            model(ids, cache=cache)
+        tok, live = torch.randint(3, V, (rows,)), torch.ones(rows, dtype=torch.bool)
+        a = model(tok[:, None], attention_mask=live[:, None].long(), cache=caches[0])[:, -1]
+        assert torch.equal(a, model.step(tok, live, caches[1]))
+
+
 def test_full_cache_is_refused(tmp_path):
     """A token past the cache's allocation is an error naming the sizes, from forward and from step."""
     path, _ = tiny_qwen_dir(tmp_path / "m")

@@ -344,3 +344,29 @@ def test_draw_never_picks_a_zero_probability_token_at_the_edges():
     logits = torch.tensor([[float("-inf"), 0.0, 1.0, float("-inf")]])
     edges = torch.tensor([0.0, 1 - 2**-53, 1.0], dtype=torch.float64)
     assert draw(logits.expand(3, -1), edges).tolist() == [1, 2, 2]
+
+
+def test_finite_check_survives_overflowing_sums_and_names_nan(ckpt, monkeypatch):
+    """The sampler's non-finite check looks at each row's sum first; a sum that is not finite sends it to
+    the elementwise check of the live rows. Huge finite logits (their sum overflows to inf) sample
+    normally; a NaN in a live row stops with the named error."""
+    model, tok, _ = ckpt
+    step = model.step
+
+    def huge(tokens, live, cache):  # every logit finite, the row sums overflow fp32
+        logits = 3e36 + step(tokens, live, cache).clamp(-1, 1) * 1e36  # each in [2e36, 4e36]
+        assert torch.isinf(logits.sum(-1)).all()  # the case under test: a finite row whose sum is inf
+        return logits
+
+    monkeypatch.setattr(model, "step", huge)
+    ro = generate(model, tok, [[5, 6, 7]], num_samples=2, max_new_tokens=4, seed=0, eos_token_ids=[])
+    assert ro.completion_ids.shape == (2, 4)
+
+    def nan_live(tokens, live, cache):
+        logits = step(tokens, live, cache)
+        logits[0, 5] = float("nan")
+        return logits
+
+    monkeypatch.setattr(model, "step", nan_live)
+    with pytest.raises(FloatingPointError, match="not finite at new token 2"):
+        generate(model, tok, [[5, 6, 7]], num_samples=2, max_new_tokens=4, seed=0, eos_token_ids=[])

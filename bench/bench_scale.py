@@ -10,6 +10,9 @@ tiny one of `make train-small SMALL=ci` will do), B·G = 2 × 4 = 8, exactly 64 
 policy never says EOS), LoRA r 16 on every linear layer, beta 0 (no reference forward; minigrpo's
 KL monitoring off), fp32 (TRL: bf16=False), 2 threads. TRL's GRPOConfig turns gradient checkpointing
 on by default; minigrpo runs with `--checkpoint-layers` too, and once without, to show the price.
+`minigrpo-release` adds `--release-memory` (minigrpo/malloc.py: glibc returns freed blocks of 64 KiB
+and more at once); `trl-release` gives TRL's process the same setting from outside
+(MALLOC_MMAP_THRESHOLD_=65536), so that the two libraries also meet on equal allocator terms.
 Peak RSS is the process's VmHWM at exit (weights are memory-mapped by both and count once touched).
 Rounds alternate the libraries so that load from other processes falls on both alike.
 
@@ -17,6 +20,7 @@ Rounds alternate the libraries so that load from other processes falls on both a
 """
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -78,14 +82,15 @@ def vm(field):
     raise RuntimeError(field)
 
 
-def child_minigrpo(rm, steps, checkpoint_layers):
+def child_minigrpo(rm, steps, checkpoint_layers, release_memory=False):
     import torch
     torch.set_num_threads(2)
     from minigrpo.train import TrainConfig, train
     with tempfile.TemporaryDirectory() as out:
         rows = train(TrainConfig(policy=str(OUT), reward_model=rm, prompts=str(OUT / "prompts.jsonl"), out=out,
                                  steps=steps + 1, batch_size=8, group_size=4, max_new_tokens=64, max_prompt_len=64,
-                                 lr=1e-4, save_every=10_000, log_kl_every=0, checkpoint_layers=checkpoint_layers, threads=2))
+                                 lr=1e-4, save_every=10_000, log_kl_every=0, checkpoint_layers=checkpoint_layers,
+                                 release_memory=release_memory, threads=2))
     return {"step_s": [r["time_sample"] + r["time_score"] + r["time_update"] for r in rows[1:]],
             "sample_s": [r["time_sample"] for r in rows[1:]], "update_s": [r["time_update"] for r in rows[1:]],
             "completion_len": statistics.mean(r["completion_len"] for r in rows[1:])}
@@ -132,16 +137,19 @@ def child_trl(rm_path, steps):
 
 def child(lib, rm, steps):
     base = vm("VmRSS")
-    if lib == "trl":
+    if lib.startswith("trl"):  # trl-release: the allocator setting came in the environment (run)
         out = child_trl(rm, steps)
     else:
-        out = child_minigrpo(rm, steps, checkpoint_layers=lib == "minigrpo")
+        out = child_minigrpo(rm, steps, checkpoint_layers=lib != "minigrpo-no-ckpt", release_memory=lib == "minigrpo-release")
     print("RESULT " + json.dumps({**out, "peak_mib": vm("VmHWM"), "base_mib": base}))
 
 
 def run(lib, rm, steps):
     cmd = [sys.executable, __file__, "--child", lib, "--rm", rm, "--steps", str(steps)]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if lib == "trl-release":
+        env["MALLOC_MMAP_THRESHOLD_"] = "65536"  # what minigrpo's --release-memory sets with mallopt
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     line = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     if p.returncode or not line:
         raise SystemExit(f"{lib} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
@@ -154,7 +162,7 @@ def main():
     ap.add_argument("--config", default=str(ROOT.parent / "shared" / "assets" / "qwen2.5-0.5b-instruct" / "config.json"))
     ap.add_argument("--steps", type=int, default=2, help="timed steps per process, after one warm-up step")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--libs", default="minigrpo,trl,minigrpo-no-ckpt")
+    ap.add_argument("--libs", default="minigrpo,minigrpo-release,trl,trl-release,minigrpo-no-ckpt")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -162,6 +170,9 @@ def main():
     print(f"shape: {args.config if Path(args.config).is_file() else 'QWEN_05B in bench/gpu_check.py'}")
     build(args.config)
     results = {lib: [] for lib in args.libs.split(",")}
+    known = ("minigrpo", "minigrpo-release", "minigrpo-no-ckpt", "trl", "trl-release")
+    if set(results) - set(known):
+        raise SystemExit(f"--libs: {', '.join(sorted(set(results) - set(known)))} unknown; expected some of {', '.join(known)}")
     for r in range(args.rounds):
         for lib in results:
             t0 = time.perf_counter()

@@ -34,7 +34,7 @@ from minigrpo.files import atomic_dir, atomic_file, check_out, read_json, recove
 from minigrpo.flags import check_flags
 from minigrpo.loss import LOSS_TYPES
 
-FREE = ("steps", "epochs", "save_every", "threads", "resume", "overwrite", "out")  # may change on --resume
+FREE = ("steps", "epochs", "save_every", "threads", "release_memory", "resume", "overwrite", "out")  # may change on --resume
 PATHS = ("policy", "reward_model", "prompts")  # compared as absolute paths
 OUTPUTS = ("metrics.jsonl", "probes.jsonl", "train_config.json", "adapter", "checkpoint")  # what train writes (and adapter-step*)
 

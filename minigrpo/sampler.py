@@ -30,12 +30,16 @@ index b in this call (offset by `first_prompt`, 0 by default) and the sample ind
     whole batch's call: data-parallel ranks each sample a slice of the batch (minigrpo/distributed.py).
 seed=None draws the seed from torch's global generator (so `torch.manual_seed` fixes it).
 """
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from minigrpo.qwen import VOCAB_BLOCK
 
 
 COMPACT_FRACTION = 0.25  # drop stopped rows from the batch once they are this share of it
@@ -242,20 +246,79 @@ def token_logprobs(lm_head, h, ids, temperature):
     return logits.gather(-1, ids[..., None]).squeeze(-1) - logits.logsumexp(-1)  # (...)  log p = z_t − logsumexp(z)
 
 
+def _block_logits(h, weight, temperature):
+    """z = h Wᵀ / T for one block of vocabulary rows: (M, H), (b, H) → (M, b)."""
+    z = F.linear(h, weight)  # (M, b)
+    return z / temperature if temperature > 0 and temperature != 1 else z
+
+
+def _rows_in(ids, start, stop):
+    """Indices of the rows whose token id lies in the vocabulary block [start, stop)."""
+    return ((ids >= start) & (ids < stop)).nonzero().squeeze(1)
+
+
+class VocabBlockedLogprobs(torch.autograd.Function):
+    """log softmax(h Wᵀ / T)[ids] for a frozen head W, one block of vocabulary rows at a time.
+
+    h (M, H), W (V, H), ids (M,) → (M,). Forward: the logsumexp over V is accumulated block by block
+    with a running maximum (the online softmax of Milakov & Gimelshein 2018, arXiv 1805.02867), and
+    each token's own logit is picked from the block that holds it. Backward: ∂(z_t − lse)/∂z_j =
+    1[j = t] − softmax(z)_j, so each block's logits are recomputed, turned into g·(1[j = t] − p_j)/T
+    and multiplied into ∂h (Cut Cross-Entropy, Wijmans et al. 2024, arXiv 2411.09009, does the same
+    fused on GPU). Nothing (M, V) ever exists: the largest temporary is (M, block), and W is read
+    twice per forward + backward, whatever M, where token chunks read it three times per chunk.
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, ids, temperature, block):
+        M = h.shape[0]
+        run_max = torch.full((M,), -math.inf, device=h.device)  # (M,) running max of the logits
+        run_sum = torch.zeros(M, device=h.device)  # (M,) Σ exp(z − run_max) so far
+        picked = torch.zeros(M, device=h.device)  # (M,) z_t, the sampled token's logit
+        for s in range(0, weight.shape[0], block):
+            z = _block_logits(h, weight[s:s + block], temperature)  # (M, b)
+            new_max = torch.maximum(run_max, z.amax(-1))  # (M,)
+            run_sum = run_sum * (run_max - new_max).exp() + (z - new_max[:, None]).exp().sum(-1)
+            run_max = new_max
+            rows = _rows_in(ids, s, s + z.shape[1])
+            picked[rows] = z[rows, ids[rows] - s]
+        lse = run_max + run_sum.log()  # (M,) logsumexp over the whole vocabulary
+        ctx.save_for_backward(h, weight, ids, lse)
+        ctx.temperature, ctx.block = temperature, block
+        return picked - lse  # (M,)
+
+    @staticmethod
+    def backward(ctx, g):  # g (M,): ∂loss/∂logp
+        h, weight, ids, lse = ctx.saved_tensors
+        T, block = ctx.temperature, ctx.block
+        grad = torch.zeros_like(h)  # (M, H)
+        for s in range(0, weight.shape[0], block):
+            w = weight[s:s + block]  # (b, H)
+            dz = (_block_logits(h, w, T) - lse[:, None]).exp_().mul_(-g[:, None])  # (M, b): −g·p_j
+            rows = _rows_in(ids, s, s + w.shape[0])
+            dz[rows, ids[rows] - s] += g[rows]  # + g at j = t
+            if T > 0 and T != 1:
+                dz /= T  # z = h Wᵀ / T
+            grad.addmm_(dz, w)  # ∂h += dz W
+        return grad, None, None, None, None
+
+
 def sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion_mask, temperature=1.0,
                       max_logits_bytes=LOGITS_BYTES):
     """Log-probs (N, C) of the completion tokens under `model` at `temperature`, 0 where masked.
 
     One forward of prompt + completion (N, T) to the final hidden states of the last C + 1
-    positions; `lm_head`, the log-softmax and the gather then run on at most
-    `max_logits_bytes // (4·V)` tokens at a time, so the fp32 logits (N, C, V) never exist at once
-    (N = 32, C = 128, V = 151,936 would be 2.5 GB). When the whole batch fits in one chunk it is
-    computed exactly as a plain forward would (the tiny world: same bits as before chunking).
-    With several chunks and gradients on, each chunk is checkpointed: the backward recomputes its
-    logits instead of keeping them, so peak extra memory is a few chunks' logits (about
-    5 × max_logits_bytes: logits, their exp, and their gradient), whatever N and C; the price is one
-    more `lm_head` forward per chunk. Gradients are exact (the recomputation is the same arithmetic).
-    Per token the arithmetic is the same in both paths; only the matmul's row blocking differs.
+    positions. When the batch's fp32 logits fit in `max_logits_bytes` (the tiny world, always) they
+    are computed as a plain forward would. Otherwise (N = 32, C = 128, V = 151,936 would be 2.5 GB)
+    the fp32 logits (N, C, V) never exist at once:
+      * a frozen fp32 `lm_head` without bias, outside autocast (every CPU run, an fp32 GPU run):
+        `VocabBlockedLogprobs` over blocks of `VOCAB_BLOCK` vocabulary rows (fewer if N·C·block·4
+        bytes would pass `max_logits_bytes`), all N·C tokens at once; the largest temporary is
+        (N·C, block), and the log-probs match the plain computation to fp32 rounding (~2e-6);
+      * otherwise (a trainable or adapted head, bf16 under autocast) `lm_head`, the log-softmax and
+        the gather run on `max_logits_bytes // (4·V)` tokens at a time, each chunk checkpointed so
+        the backward recomputes its logits: peak extra memory about 5 × max_logits_bytes (logits,
+        their exp, their gradient), gradients exact, one more `lm_head` forward per chunk.
     Differentiable: the GRPO loss calls it with gradients on. T = 0 is read as T = 1 (as `generate`).
     """
     N, C = completion_ids.shape
@@ -272,6 +335,11 @@ def sequence_logprobs(model, prompt_ids, prompt_mask, completion_ids, completion
         return logp * completion_mask
     h = h[:, :-1].reshape(N * C, -1)  # (N·C, H)
     flat = completion_ids.reshape(N * C)  # (N·C,)
+    head = model.lm_head
+    if (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+            and h.dtype == head.weight.dtype == torch.float32 and not torch.is_autocast_enabled(h.device.type)):
+        block = max(1, min(VOCAB_BLOCK, max_logits_bytes // (4 * N * C)))  # vocabulary rows per block
+        return VocabBlockedLogprobs.apply(h, head.weight, flat, temperature, block).view(N, C) * completion_mask
     grad = torch.is_grad_enabled() and (h.requires_grad or any(p.requires_grad for p in model.lm_head.parameters()))
     parts = []
     for s in range(0, N * C, chunk):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import adapters
 from checkpoints import tiny_qwen_dir
 from minigrpo import generate, load_policy
-from minigrpo.sampler import draw, filter_logits, sample_tokens
+from minigrpo.sampler import draw, filter_logits, sample_tokens, sequence_logprobs
 
 VOCAB = 300
 
@@ -111,6 +111,36 @@ def test_logprobs_have_gradients(ckpt):
     finally:
         emb.requires_grad_(False)
         emb.grad = None
+
+
+@pytest.mark.parametrize("T", [1.0, 0.7])
+def test_logprob_paths_agree_with_gradients(ckpt, T):
+    """The three ways sequence_logprobs computes the head: plain (the logits fit), vocabulary blocks
+    (`VocabBlockedLogprobs`: a frozen fp32 head, with its hand-written backward) and checkpointed token
+    chunks (a trainable head) give the same log-probs and the same gradient of a loss on them."""
+    model, tok, _ = ckpt
+    ro = generate(model, tok, _prompts([4, 7, 5]), num_samples=2, max_new_tokens=6, seed=3, eos_token_ids=[])
+    batch = (ro.prompt_ids, ro.prompt_mask, ro.completion_ids, ro.completion_mask)
+    V = model.config.vocab_size
+    small = 4 * V * 5  # 5 tokens of logits at a time: several chunks, and blocks of ~V/7 rows
+    weights = torch.randn(ro.completion_ids.shape, generator=torch.Generator().manual_seed(0))
+    norm, head = model.model.norm.weight, model.lm_head.weight
+    results = {}
+    try:
+        norm.requires_grad_(True)  # a body parameter upstream of the head: its gradient goes through every path
+        for name, max_bytes, train_head in (("plain", 2**30, False), ("blocks", small, False), ("chunks", small, True)):
+            head.requires_grad_(train_head)
+            lp = sequence_logprobs(model, *batch, temperature=T, max_logits_bytes=max_bytes)
+            (lp * weights).sum().backward()
+            results[name] = (lp.detach(), norm.grad.clone())
+            norm.grad = None
+            head.grad = None
+    finally:
+        norm.requires_grad_(False)
+        head.requires_grad_(False)
+    for name in ("blocks", "chunks"):
+        assert (results[name][0] - results["plain"][0]).abs().max() <= 1e-5, name
+        torch.testing.assert_close(results[name][1], results["plain"][1], rtol=1e-4, atol=1e-6, msg=name)
 
 
 class Bigram:

@@ -7,9 +7,10 @@ A training step frees and allocates activation-sized blocks (0.1 to 32 MiB) in a
 cannot reuse well: in one checkpointed forward of the Qwen2.5-0.5B shape, RSS grows by ~50 MiB per
 layer of memory that is free but not returned, against ~3 MiB per layer of live tensors (a
 block's saved input). A fixed threshold of 64 KiB sends every larger block to mmap, which free()
-returns to the kernel at once: the peak RSS of that bench (bench/bench_scale.py) falls from about
-4.3 to 3.0 GiB. The price is paid on every new block: the kernel maps and zeroes its pages, which
-made that step ~20% slower. Hence a flag, not a default, and a no-op on a non-glibc C library (macOS).
+returns to the kernel at once: the peak RSS of that bench (bench/bench_scale.py) falls from 4.1 to
+2.5 GiB. The price is paid on every new block: the kernel maps and zeroes its pages, which made
+that step 14% slower (26% before log-probs went through vocabulary blocks). Hence a flag, not a
+default, and a no-op on a non-glibc C library (macOS).
 """
 import ctypes
 import ctypes.util

@@ -2,6 +2,10 @@
 model trained by `minigrpo train-rm`, world prompts; plus exact resume and the fail-fast errors."""
 import csv
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +42,26 @@ def test_two_steps(setup, tmp_path):
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert cfg["peft_type"] == "LORA" and cfg["r"] == 4
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_release_memory_changes_nothing_but_the_allocator(setup, tmp_path):
+    """`--release-memory` (a process-wide glibc setting, so run in a fresh process) trains the same
+    adapter bit for bit as a run without it, and is recorded in train_config.json."""
+    from safetensors.torch import load_file
+    plain, released = tmp_path / "plain", tmp_path / "released"
+    assert _train(setup, plain, "--steps", "2") == 0
+    args = ["train", "--policy", str(setup / "policy"), "--reward-model", str(setup / "rm"),
+            "--prompts", str(setup / "world" / "prompts_train.jsonl"), "--out", str(released),
+            "--batch-size", "8", "--group-size", "4", "--max-new-tokens", "8", "--max-prompt-len", "64",
+            "--lora-r", "4", "--lr", "1e-2", "--seed", "1", "--steps", "2", "--release-memory"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-m", "minigrpo.cli", *args], capture_output=True, text=True, cwd=root,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    a = load_file(plain / "adapter" / "adapter_model.safetensors")
+    b = load_file(released / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((released / "train_config.json").read_text())["release_memory"] is True
 
 
 def test_resume_is_exact(setup, tmp_path):

@@ -342,10 +342,10 @@ class Qwen(nn.Module):
 
         With Qwen's 151,936-token vocabulary the head's weight is 519 MiB in fp32, a quarter of the
         0.5B model, and one (32 × 896) · (896 × 151,936) matmul streams it at ~71 GFLOP/s on the
-        2-core machine; `VOCAB_BLOCK` rows at a time (7 MiB of weight each) run at ~100 (bench/
-        bench_sampler.py). Each logit is the same dot product either way: the results are bit-identical
-        (tests/test_qwen.py). A vocabulary of at most two blocks (the tiny world's 1,024), an adapted
-        (LoRA) head, and other devices and dtypes take the plain call.
+        2-core machine; `VOCAB_BLOCK` rows at a time (7 MiB of weight each) run at ~100 (timed alone;
+        in the sampler: README, "At the real vocabulary"). Each logit is the same dot product either
+        way: the results are bit-identical (tests/test_qwen.py). A vocabulary of at most two blocks
+        (the tiny world's 1,024), an adapted (LoRA) head, and other devices and dtypes take the plain call.
         """
         head = self.lm_head
         V = head.weight.shape[0]

@@ -201,7 +201,7 @@ def _generate(model, tokenizer, prompts, num_samples, max_new_tokens, temperatur
     cdf = torch.empty(N, V, dtype=torch.float64, device=device)  # (N, V): draw's buffer, its first n rows in use
     for t in range(C):
         # else the sampler indexes past the vocabulary. A row's sum is finite only if each of its logits
-        # is (NaN and ±inf propagate), so the elementwise check, 40× slower at V = 151,936, runs only
+        # is (NaN and ±inf propagate), so the elementwise check, 40-50× slower at V = 151,936, runs only
         # when some row's sum is not (a stopped row's, or an fp32 overflow of huge finite logits)
         if not bool(torch.isfinite(logits.sum(-1)).all()) and not bool(torch.isfinite(logits[~stopped]).all()):
             raise FloatingPointError(f"the policy's logits are not finite at new token {t + 1} (NaN or inf weights, "

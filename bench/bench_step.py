@@ -8,7 +8,8 @@ processes on a shared machine falls on both alike. Needs `pip install trl` (`mak
 install it) and a trained embedded world (`make train-small`). Equal settings: fp32 and no gradient
 checkpointing for both (TRL's GRPOConfig defaults to bf16=True and gradient_checkpointing=True;
 `--trl-defaults` keeps them, as runs before this flag did); beta 0 for TRL (no reference forward) and
-minigrpo's KL monitoring only on its first, untimed step (`--log-kl-every` 10).
+minigrpo's KL monitoring only on its first, untimed step (`--log-kl-every` 10). `--sample-merged`
+adds minigrpo sampling from merged LoRA weights (`minigrpo train --sample-merged`) to each round.
 
     .venv/bin/python bench/bench_step.py --run runs/full [--steps 6] [--rounds 3]
 """
@@ -21,12 +22,12 @@ from pathlib import Path
 import torch
 
 
-def ours(run, steps, B, G, C, lr):
+def ours(run, steps, B, G, C, lr, sample_merged=False):
     from minigrpo.train import TrainConfig, train
     with tempfile.TemporaryDirectory() as out:
         rows = train(TrainConfig(policy=f"{run}/base", reward_model=f"{run}/rm", prompts=f"{run}/world/prompts_train.jsonl",
                                  out=out, steps=steps + 1, batch_size=B * G, group_size=G, max_new_tokens=C,
-                                 max_prompt_len=64, lr=lr, save_every=10_000))
+                                 max_prompt_len=64, lr=lr, save_every=10_000, sample_merged=sample_merged))
     return [r["time_sample"] + r["time_score"] + r["time_update"] for r in rows[1:]], \
         statistics.mean(r["completion_len"] for r in rows[1:])
 
@@ -87,25 +88,36 @@ def main():
     ap.add_argument("--group-size", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--trl-defaults", action="store_true", help="TRL at its GRPOConfig defaults (bf16, gradient checkpointing)")
+    ap.add_argument("--sample-merged", action="store_true",
+                    help="also time minigrpo with --sample-merged (merged weights while sampling), in the same rounds")
     args = ap.parse_args()
     if not Path(args.run, "rm", "config.json").is_file():
         raise SystemExit(f"{args.run}: no trained world here; run `make train-small` first")
     torch.set_num_threads(2)
     kw = dict(steps=args.steps, B=args.prompts_per_step, G=args.group_size, C=args.max_new_tokens, lr=3e-4)
-    t_ours, t_trl = [], []
+    t_ours, t_merged, t_trl = [], [], []
     for r in range(args.rounds):
         t, len_ours = ours(args.run, **kw)
         t_ours += t
+        if args.sample_merged:
+            t, len_merged = ours(args.run, **kw, sample_merged=True)
+            t_merged += t
         t, len_trl = trl_step(args.run, **kw, trl_defaults=args.trl_defaults)
         t_trl += t
-        print(f"round {r + 1}: median s/step minigrpo {statistics.median(t_ours[-len(t):]):.3f}, TRL {statistics.median(t):.3f}")
+        merged = f", minigrpo --sample-merged {statistics.median(t_merged[-len(t):]):.3f}" if args.sample_merged else ""
+        print(f"round {r + 1}: median s/step minigrpo {statistics.median(t_ours[-len(t):]):.3f}{merged}, "
+              f"TRL {statistics.median(t):.3f}")
     m_ours, m_trl = statistics.median(t_ours), statistics.median(t_trl)
     print(f"B={kw['B']} prompts × G={kw['G']}, ≤{kw['C']} new tokens, LoRA r=16 on all linear layers, "
           f"{args.rounds} rounds × {args.steps} timed steps each")
-    print(f"{'':<10}{'s/step (median)':>16}{'mean completion len':>22}")
-    print(f"{'minigrpo':<10}{m_ours:>16.3f}{len_ours:>22.1f}")
-    print(f"{'TRL':<10}{m_trl:>16.3f}{len_trl:>22.1f}")
+    print(f"{'':<24}{'s/step (median)':>16}{'mean completion len':>22}")
+    print(f"{'minigrpo':<24}{m_ours:>16.3f}{len_ours:>22.1f}")
+    if args.sample_merged:
+        print(f"{'minigrpo --sample-merged':<24}{statistics.median(t_merged):>16.3f}{len_merged:>22.1f}")
+    print(f"{'TRL':<24}{m_trl:>16.3f}{len_trl:>22.1f}")
     print(f"ratio TRL/minigrpo: {m_trl / m_ours:.2f}x (above 1 = minigrpo faster)")
+    if args.sample_merged:
+        print(f"ratio TRL/minigrpo --sample-merged: {m_trl / statistics.median(t_merged):.2f}x")
 
 
 if __name__ == "__main__":

@@ -180,6 +180,33 @@ def lora_disabled(model):
             merge_lora(model)
 
 
+@contextlib.contextmanager
+def lora_merged(model):
+    """Inside the block each adapted layer runs one matmul with a merged copy W + s·BA; on exit the
+    original base weights are back, untouched (unmerging by subtraction would round them).
+
+    For sampling (`minigrpo train --sample-merged`): on the tiny CPU model a rollout is dispatch-bound
+    and the adapter branch is over a third of each layer's operations, so merged sampling is ~27%
+    faster (README, "At the real vocabulary").
+    The merged weights round differently from the two-branch forward, so the samples differ in
+    their last bits' worth of probability from unmerged sampling (a draw near a CDF boundary can
+    flip); TRL does the same when it hands merged weights to vLLM. Costs a copy of every adapted
+    weight for the duration of the block. Layers already merged or disabled are left as they are.
+    """
+    layers = [m for m in lora_layers(model).values() if not m.merged and not m.disabled]
+    originals = [m.base_layer.weight for m in layers]
+    with torch.no_grad():
+        for m, w in zip(layers, originals):
+            m.base_layer.weight = nn.Parameter(w + m.delta_weight().to(w.dtype), requires_grad=False)
+            m.merged = True
+    try:
+        yield model
+    finally:
+        for m, w in zip(layers, originals):
+            m.base_layer.weight = w
+            m.merged = False
+
+
 def _suffix_list(model, names):
     """PEFT target_modules for the adapted `names`: their last parts if those select exactly them, else the names."""
     suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})

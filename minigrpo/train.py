@@ -59,7 +59,7 @@ from minigrpo.distributed import (all_gather_cat, all_reduce_grads, all_reduce_s
                                   process_group, rank, split, world)
 from minigrpo.errors import InputError, Interrupted
 from minigrpo.files import disk_full, write_json
-from minigrpo.lora import add_lora, lora_disabled, save_adapter
+from minigrpo.lora import add_lora, lora_disabled, lora_merged, save_adapter
 from minigrpo.loader import load_policy
 from minigrpo.loss import grpo_loss
 from minigrpo.malloc import release_freed_memory
@@ -111,6 +111,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "random seed"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     checkpoint_layers: bool = field(default=False, metadata={"help": "activation checkpointing: recompute each block in the backward (less memory, ~1/3 more update compute)"})
+    sample_merged: bool = field(default=False, metadata={"help": "sample from merged weights W + s·BA (a copy of each adapted weight): faster on small models, samples differ at rounding level (lora.lora_merged)"})
     release_memory: bool = field(default=False, metadata={"help": "CPU, glibc: return freed blocks of 64 KiB or more to the OS at once, so peak RSS follows live tensors (0.5B shape: peak 4.1 → 2.5 GiB, step 14 percent slower; minigrpo/malloc.py)"})
     autocast: bool = field(default=True, metadata={"help": "with a bfloat16 policy, run the update's forwards under torch.autocast(bfloat16)"})
     rm_dtype: Optional[str] = field(default=None, metadata={"help": "reward model dtype: float32 / bfloat16 / float16 (default: bfloat16 on cuda, float32 on cpu)"})
@@ -342,7 +343,8 @@ def _train(cfg, state, device):
         t0 = time.time()
         idx = prompt_batch(len(prompts), B, step, cfg.seed)[lo:lo + b]  # this rank's share of the B prompts
         model.eval()
-        with torch.no_grad(), at_step(step + 1):
+        merged = lora_merged(model) if cfg.sample_merged else contextlib.nullcontext()
+        with torch.no_grad(), at_step(step + 1), merged:
             ro = generate(model, tokenizer, [prompt_ids[i] for i in idx], num_samples=G,
                           max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                           top_k=cfg.top_k, seed=cfg.seed * 1_000_003 + step, first_prompt=lo)

@@ -18,7 +18,7 @@ import adapters
 from checkpoints import tiny_qwen_dir
 from minigrpo import (InputError, add_lora, load_adapter, load_policy, lora_disabled, merge_lora, save_adapter,
                       unmerge_lora)
-from minigrpo.lora import LoRALinear, lora_layers
+from minigrpo.lora import LoRALinear, lora_layers, lora_merged
 
 VOCAB = 300
 IDS = torch.randint(0, VOCAB, (2, 11), generator=torch.Generator().manual_seed(3))
@@ -235,6 +235,30 @@ def test_merge_unmerge_and_disabled(ckpt):
     assert torch.equal(off_fresh, base)
     assert (off - base).abs().max() <= 1e-4 and (off_merged - base).abs().max() <= 1e-4
     assert torch.equal(after, unmerged)  # the LoRA branch is back on after the block
+
+
+def test_lora_merged_block_restores_the_exact_weights(ckpt):
+    """Inside `lora_merged` the model computes the LoRA model with one matmul per layer (to rounding);
+    after it every base weight is the very tensor it was, bit for bit, and the adapter trains as before."""
+    path, _ = ckpt
+    model, _ = load_policy(path)
+    add_lora(model, r=4, alpha=8)
+    _randomise_lora(model)
+    layers = lora_layers(model)
+    before = {n: (m.base_layer.weight, m.base_layer.weight.clone()) for n, m in layers.items()}
+    with torch.no_grad():
+        lora = model(IDS)
+        with lora_merged(model):
+            assert all(m.merged for m in layers.values())
+            merged = model(IDS)
+        after = model(IDS)
+    assert 0 < (merged - lora).abs().max() <= 1e-4  # the merged weights round differently, a little
+    assert torch.equal(after, lora)
+    for n, m in layers.items():
+        assert m.base_layer.weight is before[n][0] and torch.equal(m.base_layer.weight, before[n][1]), n
+        assert not m.merged and not m.base_layer.weight.requires_grad
+    model(IDS).sum().backward()
+    assert all(m.lora_B.weight.grad is not None for m in layers.values())
 
 
 def test_only_lora_parameters_get_gradients(ckpt):

@@ -64,6 +64,18 @@ def test_release_memory_changes_nothing_but_the_allocator(setup, tmp_path):
     assert json.loads((released / "train_config.json").read_text())["release_memory"] is True
 
 
+def test_sample_merged_trains_and_cannot_change_on_resume(setup, tmp_path, capsys):
+    """`--sample-merged` samples from merged weights, trains the adapter as usual, and, since it changes
+    the samples, is refused as a change on --resume."""
+    out = tmp_path / "run"
+    assert _train(setup, out, "--steps", "2", "--save-every", "1", "--sample-merged") == 0
+    rows = toy_world.rows(out)
+    assert [r["step"] for r in rows] == [1, 2] and rows[1]["grad_norm"] > 0
+    assert json.loads((out / "train_config.json").read_text())["sample_merged"] is True
+    assert _train(setup, out, "--steps", "3", "--resume") == 2
+    assert "--sample-merged False (was True)" in capsys.readouterr().err
+
+
 def test_resume_is_exact(setup, tmp_path):
     """Stopping after step 2 and resuming gives the same steps 3–4 and the same adapter as one run."""
     full, cut = tmp_path / "full", tmp_path / "cut"
